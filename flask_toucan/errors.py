@@ -1,0 +1,97 @@
+"""The exceptions flask_toucan raises.
+
+The ones that reach a browser subclass werkzeug's HTTP exceptions, so
+``@app.errorhandler(ToucanUnavailable)`` (or ``503``) works and an unhandled one
+becomes a plain 502/503 page that never carries Toucan's own response body.
+"""
+
+from __future__ import annotations
+
+from werkzeug.exceptions import BadGateway, HTTPException, ServiceUnavailable, Unauthorized
+
+from .tokens import InvalidToucanUser
+
+__all__ = [
+    "InvalidToucanUser",
+    "ToucanAPIError",
+    "ToucanAuthError",
+    "ToucanConfigError",
+    "ToucanError",
+    "ToucanRateLimited",
+    "ToucanResponseError",
+    "ToucanUnavailable",
+    "ToucanUserRequired",
+]
+
+
+class ToucanError(Exception):
+    """Base class of every flask_toucan error."""
+
+
+class ToucanConfigError(ToucanError, RuntimeError):
+    """The app's configuration is wrong; the message names the key to change."""
+
+
+class ToucanUserRequired(ToucanError, Unauthorized):
+    """A token was needed but the ``user_loader`` found no signed-in user (401)."""
+
+    description = "Sign in to see analytics."
+
+    def __init__(self, description: str | None = None) -> None:
+        Unauthorized.__init__(self, description)
+
+
+class ToucanAPIError(ToucanError, HTTPException):
+    """Toucan's token endpoint could not give us a token.
+
+    ``str()`` and the HTTP response carry only our own wording, never the body
+    or headers Toucan answered with (they are logged, truncated, instead).
+    """
+
+    code = 502
+    description = "Analytics are unavailable right now."
+
+    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+        HTTPException.__init__(self, self.description)
+        self.message = message
+        self.upstream_status = upstream_status
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ToucanAuthError(ToucanAPIError, BadGateway):
+    """Toucan refused the API key (401/403): a server configuration problem."""
+
+    code = 502
+
+
+class ToucanResponseError(ToucanAPIError, BadGateway):
+    """Toucan answered, but not with a usable token."""
+
+    code = 502
+
+
+class ToucanUnavailable(ToucanAPIError, ServiceUnavailable):
+    """Toucan could not be reached, timed out or failed (5xx), retries included."""
+
+    code = 503
+
+
+class ToucanRateLimited(ToucanUnavailable):
+    """Toucan kept answering 429. ``retry_after`` holds its hint in seconds, if any."""
+
+    code = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, upstream_status=upstream_status)
+        self.retry_after = retry_after

@@ -1,0 +1,311 @@
+"""The ``Toucan`` extension: config, the per-request user, tokens for views and templates."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
+
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, url_for
+from flask_caching import Cache
+from markupsafe import Markup
+
+from . import jinja
+from .cache import CacheBackend, TokenCache
+from .client import TokenClient
+from .errors import ToucanConfigError, ToucanUserRequired
+from .settings import Settings, apply_defaults, read_settings
+from .tokens import EmbedToken, ToucanUser, cache_key, key_fingerprint
+
+__all__ = ["Toucan"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+UserLoader = Callable[[], "ToucanUser | Mapping[str, Any] | None"]
+
+_NOT_LOADED = object()
+EXTENSION_KEY = "toucan"
+
+
+class _AppState:
+    """What the extension keeps for one app, in ``app.extensions["toucan"]``."""
+
+    def __init__(self, toucan: Toucan, settings: Settings, cache: TokenCache) -> None:
+        self.toucan = toucan
+        self.settings = settings
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._client: TokenClient | None = None
+        self._pid = 0
+        self.preview_fake: Any = None  # a FakeToucan in preview mode
+
+    def client(self) -> TokenClient:
+        # Built on first use in each process: a requests.Session (or the preview
+        # server's thread) made before a gunicorn fork must not be shared.
+        pid = os.getpid()
+        if self._client is None or self._pid != pid:
+            with self._lock:
+                if self._client is None or self._pid != pid:
+                    self._client = self._make_client()
+                    self._pid = pid
+        return self._client
+
+    def _make_client(self) -> TokenClient:
+        s = self.settings
+        if s.preview:
+            from .testing import FakeToucan
+
+            self.preview_fake = FakeToucan(expires_in=s.preview_token_lifetime).start()
+            base_url, api_key = self.preview_fake.url, self.preview_fake.api_key
+        else:
+            assert s.api_key is not None
+            base_url, api_key = s.base_url, s.api_key
+        return TokenClient(
+            base_url, api_key, token_path=s.token_path if not s.preview else "/embed/generate-token",
+            timeout=s.timeout, max_retries=s.max_retries,
+        )
+
+    def key_for(self, user: ToucanUser) -> str:
+        s = self.settings
+        fingerprint = key_fingerprint(s.api_key or "preview")
+        base = "preview:" if s.preview else s.base_url
+        return cache_key(s.cache_key_prefix, base, fingerprint, user)
+
+
+class Toucan:
+    """Embeds Toucan AI for the signed-in users of one or more Flask apps.
+
+    ``Toucan(app)``, or ``Toucan()`` then ``init_app(app)`` in an app factory.
+    Pass ``cache=`` a :class:`flask_caching.Cache` to share the app's own cache.
+    """
+
+    def __init__(self, app: Flask | None = None, *, cache: Cache | None = None) -> None:
+        self._cache = cache
+        self._user_loader: UserLoader | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- setup --------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "flask_toucan is already initialised on this app; call init_app once per app"
+            )
+        apply_defaults(app.config)
+        settings = read_settings(app.config)
+        token_cache = TokenCache(self._cache_backend(app, settings), min_ttl=settings.min_token_ttl)
+        app.extensions[EXTENSION_KEY] = _AppState(self, settings, token_cache)
+
+        from .views import create_blueprint
+
+        app.register_blueprint(create_blueprint(settings.url_prefix))
+        app.add_template_global(self.script, "toucan_script")
+        app.add_template_global(self.dashboard, "toucan_dashboard")
+        app.add_template_global(self.chart, "toucan_chart")
+        app.add_template_global(self.assistant, "toucan_assistant")
+        app.add_template_global(self.current_token, "toucan_token")
+        app.context_processor(_token_context)
+        app.after_request(_no_store_when_token_sent)
+
+    def _cache_backend(
+        self, app: Flask, settings: Settings
+    ) -> CacheBackend | Callable[[], CacheBackend]:
+        if self._cache is not None:
+            # The app's Cache may be initialised after us; use it through its
+            # own methods, which resolve the backend in the app context.
+            return self._cache
+        config: dict[str, Any] = {"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": 10_000}
+        config.update(settings.cache_config or {})
+        cache = Cache(config=config)
+        try:
+            cache.init_app(app)
+        except Exception as exc:
+            raise ToucanConfigError(
+                f"TOUCAN_CACHE_CONFIG could not be used: {type(exc).__name__}: {exc}"
+            ) from None
+        backend: CacheBackend = app.extensions["cache"][cache]
+        return backend
+
+    def user_loader(self, loader: UserLoader) -> UserLoader:
+        """Register the function returning the current user as a ToucanUser (or None)."""
+        self._user_loader = loader
+        return loader
+
+    # -- users and tokens ---------------------------------------------------
+
+    def _state(self) -> _AppState:
+        if not has_app_context():
+            raise RuntimeError(
+                "flask_toucan needs an application context; use it inside a request "
+                "or `with app.app_context():`"
+            )
+        state = current_app.extensions.get(EXTENSION_KEY)
+        if not isinstance(state, _AppState) or state.toucan is not self:
+            raise RuntimeError(
+                "this Toucan instance is not initialised on the current app; "
+                "did you forget toucan.init_app(app)?"
+            )
+        return state
+
+    def current_user(self) -> ToucanUser | None:
+        """The request's user from the ``user_loader``, loaded at most once per request."""
+        if not has_request_context():
+            return None
+        user = g.get("_toucan_user", _NOT_LOADED)
+        if user is _NOT_LOADED:
+            if self._user_loader is None:
+                raise ToucanConfigError(
+                    "no user loader: decorate a function returning a ToucanUser "
+                    "with @toucan.user_loader"
+                )
+            loaded = self._user_loader()
+            state = self._state()
+            user = None if loaded is None else ToucanUser.coerce(loaded, state.settings.default_role)
+            g._toucan_user = user
+        assert user is None or isinstance(user, ToucanUser)
+        return user
+
+    def _require_user(self) -> ToucanUser:
+        user = self.current_user()
+        if user is None:
+            raise ToucanUserRequired()
+        return user
+
+    def get_token(
+        self, user: ToucanUser | Mapping[str, Any] | None = None, *, force: bool = False
+    ) -> EmbedToken:
+        """A token for ``user`` (default: the request's user), cached while it has life left."""
+        state = self._state()
+        resolved = (
+            self._require_user()
+            if user is None
+            else ToucanUser.coerce(user, state.settings.default_role)
+        )
+        key = state.key_for(resolved)
+        memo: dict[str, EmbedToken] | None = None
+        if has_request_context():
+            memo = g.setdefault("_toucan_tokens", {})
+            g._toucan_no_store = True
+            if not force and key in memo:
+                return memo[key]
+        token = state.cache.get_or_mint(key, lambda: state.client().mint(resolved), force=force)
+        if memo is not None:
+            memo[key] = token
+        return token
+
+    def invalidate(self, user: ToucanUser | Mapping[str, Any]) -> None:
+        """Forget the cached token of ``user`` (exactly this identity)."""
+        state = self._state()
+        resolved = ToucanUser.coerce(user, state.settings.default_role)
+        key = state.key_for(resolved)
+        state.cache.delete(key)
+        if has_request_context():
+            g.get("_toucan_tokens", {}).pop(key, None)
+
+    @overload
+    def inject_token(self, view: Callable[P, R]) -> Callable[P, R]: ...
+
+    @overload
+    def inject_token(
+        self,
+        view: None = None,
+        *,
+        role: str | None = None,
+        permissions: Mapping[str, Any] | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def inject_token(
+        self,
+        view: Callable[P, R] | None = None,
+        *,
+        role: str | None = None,
+        permissions: Mapping[str, Any] | None = None,
+    ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+        """Mint (or reuse) the user's token before the view runs; 401 without a user.
+
+        The token is ``g.toucan_token`` and ``toucan_token`` in templates; the
+        response gets ``Cache-Control: private, no-store``.
+        """
+        overrides: dict[str, Any] = {}
+        if role is not None:
+            overrides["role"] = role
+        if permissions is not None:
+            overrides["permissions"] = permissions
+
+        def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            @functools.wraps(func)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                user = self._require_user()
+                if overrides:
+                    user = user.replace(**overrides)
+                token = self.get_token(user)
+                g.toucan_token = token
+                g._toucan_view_user = user
+                return func(*args, **kwargs)
+
+            return wrapper
+
+        if view is not None:
+            return decorate(view)
+        return decorate
+
+    # -- template globals ---------------------------------------------------
+
+    def current_token(self) -> EmbedToken:
+        """``toucan_token()``: the decorated view's token, or the user's, minted lazily."""
+        token = g.get("toucan_token") if has_request_context() else None
+        if isinstance(token, EmbedToken):
+            return token
+        return self.get_token()
+
+    def script(self, **attrs: object) -> Markup:
+        """``toucan_script()``: the web-components module (and the refresh controller)."""
+        state = self._state()
+        nonce = _csp_nonce()
+        if state.settings.preview:
+            src = url_for("toucan.static", filename="toucan-preview.js")
+        else:
+            src = state.settings.script_url
+        extra = {jinja.attribute_name(k): v for k, v in attrs.items()}
+        return jinja.script_html(src, nonce, extra)
+
+    def dashboard(self, dashboard_id: str, **attrs: object) -> Markup:
+        """``toucan_dashboard(id)``: a ``<tc-dashboard>`` for the current user."""
+        return self._component("tc-dashboard", {"dashboard-id": dashboard_id}, attrs)
+
+    def chart(self, chart_id: str, **attrs: object) -> Markup:
+        """``toucan_chart(id)``: a ``<tc-dashboard chart-id=...>`` showing one chart."""
+        return self._component("tc-dashboard", {"chart-id": chart_id}, attrs)
+
+    def assistant(self, **attrs: object) -> Markup:
+        """``toucan_assistant()``: the ``<tc-ai-assistant>`` chat."""
+        return self._component("tc-ai-assistant", {}, attrs)
+
+    def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
+        state = self._state()
+        return jinja.component_html(tag, self.current_token(), state.settings.server_url, fixed, attrs)
+
+
+def _csp_nonce() -> str | None:
+    # Flask-Talisman (and look-alikes) expose the request's nonce as a Jinja global.
+    nonce_fn = current_app.jinja_env.globals.get("csp_nonce")
+    if callable(nonce_fn) and has_request_context():
+        nonce = nonce_fn()
+        return str(nonce) if nonce else None
+    return None
+
+
+def _token_context() -> dict[str, Any]:
+    token = g.get("toucan_token")
+    return {"toucan_token": token} if isinstance(token, EmbedToken) else {}
+
+
+def _no_store_when_token_sent(response: Response) -> Response:
+    if g.get("_toucan_no_store"):
+        response.headers["Cache-Control"] = "private, no-store"
+        response.headers.pop("Expires", None)
+        response.vary.add("Cookie")
+    return response

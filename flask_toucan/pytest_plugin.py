@@ -1,0 +1,16 @@
+"""pytest plugin (registered through the ``pytest11`` entry point): the ``fake_toucan`` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .testing import FakeToucan
+
+
+@pytest.fixture
+def fake_toucan() -> Iterator[FakeToucan]:
+    """A running :class:`~flask_toucan.testing.FakeToucan`; point ``TOUCAN_BASE_URL`` at ``.url``."""
+    with FakeToucan() as fake:
+        yield fake

@@ -1,0 +1,357 @@
+"""A fake Toucan token endpoint served over real HTTP, for tests and preview mode.
+
+>>> with FakeToucan() as fake:
+...     app.config.update(TOUCAN_BASE_URL=fake.url, TOUCAN_API_KEY=fake.api_key)
+
+Tokens it issues are ``fake.<base64 JSON>.<random>``: still opaque to
+flask_toucan, but :func:`decode_fake_token` (and the preview components) can read
+who they were minted for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.wrappers import Request, Response
+
+from .tokens import now, parse_expires_in
+
+__all__ = ["Failure", "FakeToucan", "RecordedRequest", "decode_fake_token"]
+
+TOKEN_PATH = "/embed/generate-token"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received (whatever it answered)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+    status: int = 0
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Failure:
+    """How the fake should misbehave for one request.
+
+    ``status`` with optional ``body``/``headers``/``retry_after``; ``drop`` closes
+    the connection without answering; ``delay`` waits first (a read timeout);
+    ``drip`` sends the body one byte every ``drip`` seconds.
+    """
+
+    status: int = 500
+    body: bytes | str | dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    retry_after: str | int | None = None
+    drop: bool = False
+    delay: float = 0.0
+    drip: float = 0.0
+
+
+def decode_fake_token(token: str) -> dict[str, Any]:
+    """The identity a FakeToucan token was minted for."""
+    try:
+        _, payload, _ = token.split(".")
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a FakeToucan token") from exc
+    if not isinstance(data, dict):
+        raise ValueError("not a FakeToucan token")
+    return data
+
+
+class _Handler(WSGIRequestHandler):
+    server: _Server
+    # Keep-alive, as Toucan's own servers do, so connection reuse can be counted.
+    # werkzeug's own run_wsgi always closes the connection, so the fake answers
+    # with this short version; it reads every request body in full, which is
+    # what makes keeping the connection open safe.
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections end on their own
+
+    def log_error(self, format: str, *args: Any) -> None:
+        pass  # idle timeouts and clients that hung up are expected here
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # tests read fake.requests instead
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.fake._lock:
+            self.server.fake.connections += 1
+
+    def run_wsgi(self) -> None:
+        fake = self.server.fake
+        if fake._peek_drop() is not None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            fake._record(self.command, self.path, dict(self.headers), body, 0)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        response = fake._handle(Request(self.make_environ()))
+        try:
+            self.send_response(response.status_code)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            if response.content_length is None:  # a dripped body: end it by closing
+                self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in response.iter_encoded():
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (ConnectionError, socket.timeout):
+            self.close_connection = True
+
+
+class _Server(ThreadedWSGIServer):
+    fake: FakeToucan
+    daemon_threads = True
+
+
+class FakeToucan:
+    """Toucan's token endpoint on ``127.0.0.1`` and a random port.
+
+    It checks the ``x-api-key`` header (401 otherwise), validates the body (400
+    with ``{"code", "message"}``), records every request in :attr:`requests`, and
+    misbehaves on demand with :meth:`fail`.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        expires_in: str | int | float | None = "1h",
+        token_path: str = TOKEN_PATH,
+        delay: float = 0.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.api_key = api_key or "fake-" + secrets.token_urlsafe(16)
+        self.expires_in = expires_in
+        self.token_path = token_path
+        self.delay = delay
+        self.host = host
+        self.requests: list[RecordedRequest] = []
+        self.connections = 0
+        self.tokens_issued: list[str] = []
+        self._failures: deque[Failure] = deque()
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> FakeToucan:
+        if self._server is not None:
+            return self
+        server = _Server(self.host, 0, _no_wsgi_app, handler=_Handler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="FakeToucan", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeToucan:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeToucan is not running; call start() or use it as a context manager")
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        """Base URL, to use as ``TOUCAN_BASE_URL``."""
+        return f"http://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        where = self.url if self._server is not None else "stopped"
+        return f"FakeToucan({where}, api_key=<hidden>)"
+
+    # -- behaviour --------------------------------------------------------
+
+    def fail(self, status: int = 500, *, times: int = 1, **options: Any) -> None:
+        """Answer the next ``times`` requests with a :class:`Failure`."""
+        for _ in range(times):
+            self._failures.append(Failure(status=status, **options))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.tokens_issued.clear()
+            self._failures.clear()
+            self.connections = 0
+
+    @property
+    def mints(self) -> list[RecordedRequest]:
+        """Requests that were answered with a token."""
+        return [r for r in self.requests if r.status == 200]
+
+    # -- internals --------------------------------------------------------
+
+    def _peek_drop(self) -> Failure | None:
+        with self._lock:
+            if self._failures and self._failures[0].drop:
+                return self._failures.popleft()
+        return None
+
+    def _next_failure(self) -> Failure | None:
+        with self._lock:
+            return self._failures.popleft() if self._failures else None
+
+    def _record(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                status: int) -> int:
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(method, path, headers, body, time.time(), status)
+            )
+            return len(self.requests) - 1
+
+    def _handle(self, request: Request) -> Response:
+        body = request.get_data(cache=False)
+        # Recorded on arrival, so a request the client gave up on still counts.
+        index = self._record(request.method, request.path, dict(request.headers), body, 0)
+        failure = self._next_failure()
+        delay = self.delay + (failure.delay if failure else 0.0)
+        if delay:
+            time.sleep(delay)
+        response = self._answer(request, body, failure)
+        with self._lock:
+            self.requests[index] = replace(self.requests[index], status=response.status_code)
+        if failure is not None and failure.drip:
+            return self._drip(response, failure.drip)
+        return response
+
+    def _drip(self, response: Response, interval: float) -> Response:
+        data = response.get_data()
+
+        def chunks() -> Any:
+            for i in range(len(data)):
+                time.sleep(interval)
+                yield data[i : i + 1]
+
+        return Response(chunks(), status=response.status_code,
+                        content_type=response.content_type)
+
+    def _answer(self, request: Request, body: bytes, failure: Failure | None) -> Response:
+        if failure is not None:
+            return self._failure_response(failure)
+        if request.path != self.token_path:
+            return _error(404, "not_found", "no such endpoint")
+        if request.method != "POST":
+            return _error(405, "method_not_allowed", "use POST")
+        if not secrets.compare_digest(request.headers.get("x-api-key", ""), self.api_key):
+            return _error(401, "unauthorized", "invalid API key")
+        if request.mimetype != "application/json":
+            return _error(400, "bad_request", "Content-Type must be application/json")
+        problem, payload = _validate(body)
+        if problem:
+            return _error(400, "bad_request", problem)
+        token = self._issue(payload)
+        answer: dict[str, Any] = {"token": token}
+        if self.expires_in is not None:
+            answer["expiresIn"] = self.expires_in
+        return Response(json.dumps(answer), status=200, content_type="application/json")
+
+    def _issue(self, payload: dict[str, Any]) -> str:
+        user = payload["user"]
+        seconds = parse_expires_in(self.expires_in) if self.expires_in is not None else 3600
+        claims = {
+            "sub": user["distinctId"],
+            "role": user["role"],
+            "attributes": user["attributes"],
+            "permissions": payload.get("permissions"),
+            "iat": int(now()),
+            "exp": int(now()) + seconds,
+        }
+        encoded = base64.urlsafe_b64encode(
+            json.dumps(claims, separators=(",", ":")).encode()
+        ).decode().rstrip("=")
+        token = f"fake.{encoded}.{secrets.token_urlsafe(12)}"
+        with self._lock:
+            self.tokens_issued.append(token)
+        return token
+
+    def _failure_response(self, failure: Failure) -> Response:
+        body = failure.body
+        if body is None:
+            body = {"code": "error", "message": f"simulated failure {failure.status}"}
+        if isinstance(body, dict):
+            data = json.dumps(body).encode()
+            content_type = "application/json"
+        else:
+            data = body.encode() if isinstance(body, str) else body
+            content_type = "text/plain"
+        response = Response(data, status=failure.status, content_type=content_type)
+        for name, value in failure.headers.items():
+            response.headers[name] = value
+        if failure.retry_after is not None:
+            response.headers["Retry-After"] = str(failure.retry_after)
+        return response
+
+
+def _no_wsgi_app(environ: Any, start_response: Any) -> Any:
+    raise AssertionError("FakeToucan answers in its request handler")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(json.dumps({"code": code, "message": message}), status=status,
+                    content_type="application/json")
+
+
+def _validate(body: bytes) -> tuple[str | None, dict[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "body is not JSON", {}
+    if not isinstance(payload, dict) or not isinstance(payload.get("user"), dict):
+        return "body must be an object with a 'user' object", {}
+    user = payload["user"]
+    if not isinstance(user.get("distinctId"), str) or not user["distinctId"]:
+        return "user.distinctId must be a non-empty string", {}
+    if not isinstance(user.get("role"), str) or not user["role"]:
+        return "user.role must be a non-empty string", {}
+    if not isinstance(user.get("attributes"), dict):
+        return "user.attributes must be an object", {}
+    extra = set(payload) - {"user", "permissions"}
+    if extra:
+        return f"unknown fields: {sorted(extra)}", {}
+    if "permissions" in payload and not isinstance(payload["permissions"], dict):
+        return "permissions must be an object", {}
+    return None, payload

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, render_template_string, request
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from flask_toucan import Toucan, ToucanUser, tokens
+from flask_toucan.testing import FakeToucan
+
+# Distinctive, so a leak anywhere is found by a plain substring search.
+API_KEY = "tk_live_SECRET_9f8e7d6c5b4a"
+
+USERS = {
+    "alice": ToucanUser("alice", attributes={"tenant": "acme", "region": "EU"}),
+    "bob": ToucanUser("bob", attributes={"tenant": "acme", "region": "US"}),
+    "carol": ToucanUser("carol", role="viewer", attributes={"tenant": "globex"}),
+}
+
+
+class Clock:
+    """A clock tests move by hand; flask_toucan reads it through tokens.now()."""
+
+    def __init__(self, start: float = 1_900_000_000.0) -> None:
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(tokens, "_clock", c)
+    return c
+
+
+class LeakCheckingClient(FlaskClient):
+    """A test client that fails on any response carrying the API key."""
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        response = super().open(*args, **kwargs)
+        assert_no_secret(response.get_data(as_text=True), "response body")
+        for name, value in response.headers.items():
+            assert_no_secret(f"{name}: {value}", "response header")
+        return response
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    assert API_KEY not in text, f"the API key leaked into a {where}"
+
+
+class _RecordAll(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs() -> Iterator[_RecordAll]:
+    """Every test: nothing logged at any level, by any logger, holds the API key."""
+    handler = _RecordAll()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    formatter = logging.Formatter()
+    for record in handler.records:
+        text = formatter.format(record)
+        assert_no_secret(text, f"log record of {record.name}")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeToucan]:
+    with FakeToucan(api_key=API_KEY) as f:
+        yield f
+
+
+@pytest.fixture
+def config(fake: FakeToucan) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test",
+        "TOUCAN_API_KEY": API_KEY,
+        "TOUCAN_BASE_URL": fake.url,
+        "TOUCAN_TIMEOUT": (2, 2),
+        "TOUCAN_MAX_RETRIES": 0,
+    }
+
+
+def current_test_user() -> ToucanUser | None:
+    name = request.headers.get("X-User")
+    return USERS.get(name) if name else None
+
+
+@pytest.fixture
+def make_app(config: dict[str, Any]) -> Callable[..., Flask]:
+    def make(**overrides: Any) -> Flask:
+        app = Flask(__name__)
+        app.test_client_class = LeakCheckingClient
+        app.config.update(config)
+        app.config.update(overrides)
+        toucan = Toucan(app)
+        toucan.user_loader(current_test_user)
+        app.extensions["test_toucan"] = toucan
+
+        @app.get("/page")
+        @toucan.inject_token
+        def page() -> str:
+            return render_template_string(
+                "{{ toucan_script() }}{{ toucan_dashboard('sales') }}"
+                "<p id=exp>{{ toucan_token.expires_in }}</p>"
+            )
+
+        @app.get("/lazy")
+        def lazy() -> str:
+            return render_template_string("{{ toucan_dashboard('sales', theme='dark') }}")
+
+        @app.get("/plain")
+        def plain() -> str:
+            return "no token here"
+
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def toucan(app: Flask) -> Toucan:
+    t = app.extensions["test_toucan"]
+    assert isinstance(t, Toucan)
+    return t
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import logging
+from datetime import timezone
+
+import pytest
+
+from flask_toucan import EmbedToken, ToucanUser, parse_expires_in
+from flask_toucan.tokens import FALLBACK_LIFETIME, InvalidToucanUser, cache_key, key_fingerprint
+
+from .conftest import Clock
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("1h", 3600),
+        ("30m", 1800),
+        ("90s", 90),
+        ("2 days", 172800),
+        ("1.5h", 5400),
+        (3600, 3600),
+        (3600.9, 3600),
+        ("3600", 3600),
+        (" 1H ", 3600),
+        ("10 Minutes", 600),
+        ("1 week", 604800),
+        ("1500ms", 1),
+        ("1y", 31557600),
+        (".5h", 1800),
+    ],
+)
+def test_parse_expires_in_understands_jwt_durations(value: object, seconds: int) -> None:
+    assert parse_expires_in(value) == seconds
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "soon", "1 fortnight", "-5m", -10, 0, "0s", True, "1h30m", [1], "nan",
+              float("inf"), "500ms"]
+)
+def test_parse_expires_in_falls_back_short_with_one_warning(
+    value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "flask_toucan"):
+        assert parse_expires_in(value) == FALLBACK_LIFETIME
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "expiresIn" in warnings[0].getMessage()
+
+
+def test_fallback_is_short() -> None:
+    assert FALLBACK_LIFETIME <= 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"distinct_id": ""}, "distinct_id must be a non-empty string"),
+        ({"distinct_id": "  "}, "distinct_id must be a non-empty string"),
+        ({"distinct_id": 42}, "distinct_id must be a non-empty string"),
+        ({"distinct_id": "u", "role": 3}, "role must be a non-empty string"),
+        ({"distinct_id": "u", "attributes": ["a"]}, "attributes must be a dict"),
+        ({"distinct_id": "u", "attributes": {"a": object()}}, "attributes['a'] is of type object"),
+        ({"distinct_id": "u", "attributes": {1: "x"}}, "key of type int"),
+        ({"distinct_id": "u", "attributes": {"a": float("nan")}}, "JSON cannot carry"),
+        ({"distinct_id": "u", "attributes": {"a": {"b": [1, {2}]}}}, "attributes['a']['b'][1]"),
+        ({"distinct_id": "u", "permissions": "all"}, "permissions must be a dict"),
+    ],
+)
+def test_user_validation_messages(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidToucanUser, match=message.replace("[", r"\[").replace("]", r"\]")):
+        ToucanUser(**kwargs)  # type: ignore[arg-type]
+
+
+def test_user_is_frozen_and_copies_attributes() -> None:
+    attrs = {"region": "EU", "ids": [1, 2]}
+    user = ToucanUser("u1", attributes=attrs)
+    attrs["region"] = "US"
+    assert user.attributes["region"] == "EU"
+    with pytest.raises(TypeError):
+        user.attributes["region"] = "US"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        user.role = "admin"  # type: ignore[misc]
+    assert user.to_payload() == {
+        "user": {"distinctId": "u1", "role": "explorer", "attributes": {"region": "EU", "ids": [1, 2]}}
+    }
+
+
+def test_coerce_accepts_mappings_in_both_spellings() -> None:
+    a = ToucanUser.coerce({"distinctId": "u", "attributes": {"x": 1}}, default_role="viewer")
+    b = ToucanUser.coerce({"distinct_id": "u", "role": "viewer", "attributes": {"x": 1}})
+    assert a == b
+    assert a.role == "viewer"
+    with pytest.raises(InvalidToucanUser, match="unknown user field.*tenant"):
+        ToucanUser.coerce({"distinct_id": "u", "tenant": "x"})
+    with pytest.raises(InvalidToucanUser, match="no distinct_id"):
+        ToucanUser.coerce({"role": "explorer"})
+    with pytest.raises(InvalidToucanUser, match="got int"):
+        ToucanUser.coerce(5)
+
+
+def key(user: ToucanUser, base: str = "https://t", api: str = "k") -> str:
+    return cache_key("p:", base, key_fingerprint(api), user)
+
+
+def test_cache_key_ignores_attribute_order_only() -> None:
+    a = ToucanUser("u", attributes={"a": 1, "b": {"x": 1, "y": 2}})
+    b = ToucanUser("u", attributes={"b": {"y": 2, "x": 1}, "a": 1})
+    assert key(a) == key(b)
+    assert key(a).startswith("p:")
+    different = [
+        ToucanUser("v", attributes={"a": 1, "b": {"x": 1, "y": 2}}),
+        ToucanUser("u", role="viewer", attributes={"a": 1, "b": {"x": 1, "y": 2}}),
+        ToucanUser("u", attributes={"a": 2, "b": {"x": 1, "y": 2}}),
+        ToucanUser("u", attributes={"a": 1.0, "b": {"x": 1, "y": 2}}),
+        ToucanUser("u", attributes={"a": True, "b": {"x": 1, "y": 2}}),
+        ToucanUser("u", attributes={"a": 1, "b": {"x": 1, "y": 2}}, permissions={}),
+    ]
+    keys = {key(u) for u in different} | {key(a)}
+    assert len(keys) == len(different) + 1
+    assert key(a, base="https://other") != key(a)
+    assert key(a, api="k2") != key(a)
+
+
+def test_cache_key_does_not_normalise_unicode() -> None:
+    composed = ToucanUser("u", attributes={"city": "Montr\u00e9al"})
+    decomposed = ToucanUser("u", attributes={"city": "Montre\u0301al"})
+    assert key(composed) != key(decomposed)
+
+
+def test_key_fingerprint_does_not_contain_the_key() -> None:
+    assert "secret" not in key_fingerprint("secret")
+    assert len(key_fingerprint("secret")) == 16
+
+
+def test_embed_token_expiry_and_dict(clock: Clock) -> None:
+    token = EmbedToken.from_lifetime("abc.def", 3600, clock())
+    assert token.expires_at.tzinfo == timezone.utc
+    assert token.expires_in == 3600
+    clock.advance(100.5)
+    assert token.expires_in == 3499
+    data = token.to_dict()
+    assert data["token"] == "abc.def"
+    assert data["expiresIn"] == 3499
+    assert data["expiresAt"].endswith("Z")
+    clock.advance(10_000)
+    assert token.expires_in == 0
+    assert EmbedToken.from_cache(token.to_cache()) == token
+    assert EmbedToken.from_cache({"v": 2}) is None
+    assert EmbedToken.from_cache("junk") is None
+
+
+def test_embed_token_repr_hides_value() -> None:
+    token = EmbedToken.from_lifetime("SUPER-SECRET-TOKEN", 60, 0)
+    assert "SUPER-SECRET" not in repr(token)
+    assert "SUPER-SECRET" not in str(token)
+    assert "SUPER-SECRET" not in f"{token}"
