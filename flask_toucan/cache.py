@@ -135,8 +135,7 @@ class TokenCache:
         with self._locks.hold(key):
             token = self.get(key)
             if token is not None and (
-                not force
-                or (token.issued_at is not None and token.issued_at.timestamp() > started)
+                not force or (token.issued_at is not None and token.issued_at.timestamp() > started)
             ):
                 return token
             token = mint()

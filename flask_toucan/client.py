@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from types import TracebackType
+from typing import Self
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import MaxRetryError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from .errors import (
@@ -47,24 +50,31 @@ class _BoundedRetry(Retry):
     once (as ToucanRateLimited/ToucanUnavailable) instead of being half-honoured.
     """
 
-    def increment(self, method: str | None = None, url: str | None = None, *args: Any,
-                  **kwargs: Any) -> Retry:
-        response = kwargs.get("response")
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
         if response is not None and response.status in RETRY_STATUSES:
             header = response.headers.get("Retry-After")
-            if header:
-                wait = _parse_retry_after(header)
-                if wait is not None and wait > self.retry_after_max:
-                    raise MaxRetryError(kwargs.get("_pool"), url or "", None)  # type: ignore[arg-type]
-        return super().increment(method, url, *args, **kwargs)
+            wait = _parse_retry_after(header) if header else None
+            if wait is not None and wait > self.retry_after_max:
+                raise MaxRetryError(_pool, url or "", None)  # type: ignore[arg-type]
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def _failure_message(exc: requests.exceptions.RequestException) -> str:
     # requests reports a read timeout that used up the retries as a
     # ConnectionError; the urllib3 reason underneath says what really happened.
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.exceptions.Timeout) or isinstance(reason, TimeoutError) or (
-        reason is not None and "Timeout" in type(reason).__name__
+    if (
+        isinstance(exc, requests.exceptions.Timeout)
+        or isinstance(reason, TimeoutError)
+        or (reason is not None and "Timeout" in type(reason).__name__)
     ):
         return "Toucan did not answer in time"
     if isinstance(exc, requests.exceptions.RetryError):
@@ -85,7 +95,7 @@ class TokenClient:
         base_url: str,
         api_key: str,
         *,
-        token_path: str = "/embed/generate-token",
+        token_path: str = "/embed/generate-token",  # noqa: S107
         timeout: tuple[float, float] = (3.05, 10.0),
         max_retries: int = 2,
         backoff_factor: float = 0.25,

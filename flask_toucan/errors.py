@@ -82,7 +82,10 @@ class ToucanUnavailable(ToucanAPIError, ServiceUnavailable):
 
 
 class ToucanRateLimited(ToucanUnavailable):
-    """Toucan kept answering 429. ``retry_after`` holds its hint in seconds, if any."""
+    """Toucan kept answering 429. ``upstream_retry_after``: its hint in seconds, if any.
+
+    (Not werkzeug's ``retry_after``, which would copy the hint into the response.)
+    """
 
     code = 503
 
@@ -94,4 +97,4 @@ class ToucanRateLimited(ToucanUnavailable):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, upstream_status=upstream_status)
-        self.retry_after = retry_after
+        self.upstream_retry_after = retry_after

@@ -63,8 +63,11 @@ class _AppState:
             assert s.api_key is not None
             base_url, api_key = s.base_url, s.api_key
         return TokenClient(
-            base_url, api_key, token_path=s.token_path if not s.preview else "/embed/generate-token",
-            timeout=s.timeout, max_retries=s.max_retries,
+            base_url,
+            api_key,
+            token_path=s.token_path if not s.preview else "/embed/generate-token",
+            timeout=s.timeout,
+            max_retries=s.max_retries,
         )
 
     def key_for(self, user: ToucanUser) -> str:
@@ -163,7 +166,9 @@ class Toucan:
                 )
             loaded = self._user_loader()
             state = self._state()
-            user = None if loaded is None else ToucanUser.coerce(loaded, state.settings.default_role)
+            user = (
+                None if loaded is None else ToucanUser.coerce(loaded, state.settings.default_role)
+            )
             g._toucan_user = user
         assert user is None or isinstance(user, ToucanUser)
         return user
@@ -272,11 +277,11 @@ class Toucan:
         extra = {jinja.attribute_name(k): v for k, v in attrs.items()}
         return jinja.script_html(src, nonce, extra)
 
-    def dashboard(self, dashboard_id: str, **attrs: object) -> Markup:
+    def dashboard(self, dashboard_id: str, /, **attrs: object) -> Markup:
         """``toucan_dashboard(id)``: a ``<tc-dashboard>`` for the current user."""
         return self._component("tc-dashboard", {"dashboard-id": dashboard_id}, attrs)
 
-    def chart(self, chart_id: str, **attrs: object) -> Markup:
+    def chart(self, chart_id: str, /, **attrs: object) -> Markup:
         """``toucan_chart(id)``: a ``<tc-dashboard chart-id=...>`` showing one chart."""
         return self._component("tc-dashboard", {"chart-id": chart_id}, attrs)
 
@@ -286,7 +291,9 @@ class Toucan:
 
     def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
         state = self._state()
-        return jinja.component_html(tag, self.current_token(), state.settings.server_url, fixed, attrs)
+        return jinja.component_html(
+            tag, self.current_token(), state.settings.server_url, fixed, attrs
+        )
 
 
 def _csp_nonce() -> str | None:

@@ -11,6 +11,10 @@ from .testing import FakeToucan
 
 @pytest.fixture
 def fake_toucan() -> Iterator[FakeToucan]:
-    """A running :class:`~flask_toucan.testing.FakeToucan`; point ``TOUCAN_BASE_URL`` at ``.url``."""
+    """A running :class:`~flask_toucan.testing.FakeToucan`.
+
+    Point ``TOUCAN_BASE_URL`` at ``fake_toucan.url`` and ``TOUCAN_API_KEY`` at
+    ``fake_toucan.api_key``; ``fake_toucan.requests`` records what was asked.
+    """
     with FakeToucan() as fake:
         yield fake

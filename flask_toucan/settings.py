@@ -135,8 +135,9 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
             raise _fail("TOUCAN_API_KEY", "must be a non-empty one-line string", api_key)
     cache_config = config.get("TOUCAN_CACHE_CONFIG")
     if cache_config is not None and not isinstance(cache_config, Mapping):
-        raise _fail("TOUCAN_CACHE_CONFIG", "must be a flask-caching config dict or None",
-                    cache_config)
+        raise _fail(
+            "TOUCAN_CACHE_CONFIG", "must be a flask-caching config dict or None", cache_config
+        )
     prefix = config.get("TOUCAN_CACHE_KEY_PREFIX")
     if not isinstance(prefix, str):
         raise _fail("TOUCAN_CACHE_KEY_PREFIX", "must be a string", prefix)

@@ -11,6 +11,7 @@ who they were minted for.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import socket
@@ -27,7 +28,7 @@ from .tokens import now, parse_expires_in
 
 __all__ = ["Failure", "FakeToucan", "RecordedRequest", "decode_fake_token"]
 
-TOKEN_PATH = "/embed/generate-token"
+TOKEN_PATH = "/embed/generate-token"  # noqa: S105 - a URL path, not a secret
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,8 @@ class _Handler(WSGIRequestHandler):
             body = self.rfile.read(length) if length else b""
             fake._record(self.command, self.path, dict(self.headers), body, 0)
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         response = fake._handle(Request(self.make_environ()))
         try:
@@ -119,7 +118,7 @@ class _Handler(WSGIRequestHandler):
             for chunk in response.iter_encoded():
                 self.wfile.write(chunk)
                 self.wfile.flush()
-        except (ConnectionError, socket.timeout):
+        except (TimeoutError, ConnectionError):
             self.close_connection = True
 
 
@@ -167,8 +166,10 @@ class FakeToucan:
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="FakeToucan", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="FakeToucan",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -192,7 +193,9 @@ class FakeToucan:
     @property
     def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("FakeToucan is not running; call start() or use it as a context manager")
+            raise RuntimeError(
+                "FakeToucan is not running; call start() or use it as a context manager"
+            )
         return int(self._server.server_port)
 
     @property
@@ -235,12 +238,11 @@ class FakeToucan:
         with self._lock:
             return self._failures.popleft() if self._failures else None
 
-    def _record(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                status: int) -> int:
+    def _record(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, status: int
+    ) -> int:
         with self._lock:
-            self.requests.append(
-                RecordedRequest(method, path, headers, body, time.time(), status)
-            )
+            self.requests.append(RecordedRequest(method, path, headers, body, time.time(), status))
             return len(self.requests) - 1
 
     def _handle(self, request: Request) -> Response:
@@ -266,8 +268,7 @@ class FakeToucan:
                 time.sleep(interval)
                 yield data[i : i + 1]
 
-        return Response(chunks(), status=response.status_code,
-                        content_type=response.content_type)
+        return Response(chunks(), status=response.status_code, content_type=response.content_type)
 
     def _answer(self, request: Request, body: bytes, failure: Failure | None) -> Response:
         if failure is not None:
@@ -300,9 +301,11 @@ class FakeToucan:
             "iat": int(now()),
             "exp": int(now()) + seconds,
         }
-        encoded = base64.urlsafe_b64encode(
-            json.dumps(claims, separators=(",", ":")).encode()
-        ).decode().rstrip("=")
+        encoded = (
+            base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+            .decode()
+            .rstrip("=")
+        )
         token = f"fake.{encoded}.{secrets.token_urlsafe(12)}"
         with self._lock:
             self.tokens_issued.append(token)
@@ -331,8 +334,11 @@ def _no_wsgi_app(environ: Any, start_response: Any) -> Any:
 
 
 def _error(status: int, code: str, message: str) -> Response:
-    return Response(json.dumps({"code": code, "message": message}), status=status,
-                    content_type="application/json")
+    return Response(
+        json.dumps({"code": code, "message": message}),
+        status=status,
+        content_type="application/json",
+    )
 
 
 def _validate(body: bytes) -> tuple[str | None, dict[str, Any]]:

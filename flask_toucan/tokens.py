@@ -6,6 +6,7 @@ share a token (the cache key) can be tested on their own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -36,6 +37,7 @@ logger = logging.getLogger("flask_toucan")
 FALLBACK_LIFETIME = 60
 
 JSONValue = Any
+
 
 class InvalidToucanUser(ValueError):
     """A user description that cannot be sent to Toucan; the message says why.
@@ -134,8 +136,7 @@ def _freeze_json(value: object, path: str) -> JSONValue:
     if isinstance(value, (list, tuple)):
         return tuple(_freeze_json(item, f"{path}[{i}]") for i, item in enumerate(value))
     raise InvalidToucanUser(
-        f"{path} is of type {type(value).__name__}; use str, int, float, bool, None, "
-        "list or dict"
+        f"{path} is of type {type(value).__name__}; use str, int, float, bool, None, list or dict"
     )
 
 
@@ -159,7 +160,8 @@ class ToucanUser:
     def __post_init__(self) -> None:
         if not isinstance(self.distinct_id, str) or not self.distinct_id.strip():
             raise InvalidToucanUser(
-                f"ToucanUser.distinct_id must be a non-empty string, got {_describe(self.distinct_id)}"
+                "ToucanUser.distinct_id must be a non-empty string, got "
+                + _describe(self.distinct_id)
             )
         if not isinstance(self.role, str) or not self.role.strip():
             raise InvalidToucanUser(
@@ -177,9 +179,7 @@ class ToucanUser:
                     "ToucanUser.permissions must be a dict or None, got "
                     f"{type(self.permissions).__name__}"
                 )
-            object.__setattr__(
-                self, "permissions", _freeze_json(self.permissions, "permissions")
-            )
+            object.__setattr__(self, "permissions", _freeze_json(self.permissions, "permissions"))
 
     @classmethod
     def coerce(cls, value: object, default_role: str = "explorer") -> ToucanUser:
@@ -213,14 +213,8 @@ class ToucanUser:
         )
 
     def replace(self, **changes: Any) -> ToucanUser:
-        fields = {
-            "distinct_id": self.distinct_id,
-            "role": self.role,
-            "attributes": self.attributes,
-            "permissions": self.permissions,
-        }
-        fields.update(changes)
-        return ToucanUser(**fields)
+        """A copy with some fields changed, validated like a new one."""
+        return dataclasses.replace(self, **changes)
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body of a token request for this user."""
@@ -278,8 +272,8 @@ class EmbedToken:
     def from_lifetime(cls, value: str, lifetime: int, sent_at: float) -> EmbedToken:
         return cls(
             value=value,
-            expires_at=datetime.fromtimestamp(sent_at + lifetime, timezone.utc),
-            issued_at=datetime.fromtimestamp(sent_at, timezone.utc),
+            expires_at=datetime.fromtimestamp(sent_at + lifetime, UTC),
+            issued_at=datetime.fromtimestamp(sent_at, UTC),
         )
 
     @property
@@ -312,14 +306,18 @@ class EmbedToken:
     def from_cache(cls, data: object) -> EmbedToken | None:
         if not isinstance(data, dict) or data.get("v") != 1:
             return None
-        value, expires_at, issued_at = data.get("token"), data.get("expires_at"), data.get("issued_at")
+        value, expires_at, issued_at = (
+            data.get("token"),
+            data.get("expires_at"),
+            data.get("issued_at"),
+        )
         if not isinstance(value, str) or not isinstance(expires_at, (int, float)):
             return None
         return cls(
             value=value,
-            expires_at=datetime.fromtimestamp(expires_at, timezone.utc),
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
             issued_at=(
-                datetime.fromtimestamp(issued_at, timezone.utc)
+                datetime.fromtimestamp(issued_at, UTC)
                 if isinstance(issued_at, (int, float))
                 else None
             ),

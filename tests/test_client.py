@@ -35,8 +35,11 @@ def test_request_format_matches_toucan_docs(fake: FakeToucan, clock: Clock) -> N
     assert req.headers["X-Api-Key"] == API_KEY
     assert req.headers["Content-Type"] == "application/json"
     assert req.json == {
-        "user": {"distinctId": "user-123", "role": "explorer",
-                 "attributes": {"region": "EU", "tenant_id": 7}}
+        "user": {
+            "distinctId": "user-123",
+            "role": "explorer",
+            "attributes": {"region": "EU", "tenant_id": 7},
+        }
     }
     assert token.value == fake.tokens_issued[0]
     assert token.expires_in == 3600
@@ -89,7 +92,11 @@ def test_one_pooled_connection_for_many_mints(fake: FakeToucan) -> None:
         ({"status": 502}, ToucanUnavailable, 503),
         ({"status": 503, "retry_after": 1}, ToucanUnavailable, 503),
         ({"status": 429, "retry_after": 1}, ToucanRateLimited, 503),
-        ({"status": 302, "headers": {"Location": "http://127.0.0.2/steal"}}, ToucanResponseError, 502),
+        (
+            {"status": 302, "headers": {"Location": "http://127.0.0.2/steal"}},
+            ToucanResponseError,
+            502,
+        ),
         ({"status": 200, "body": "<html>not json</html>"}, ToucanResponseError, 502),
         ({"status": 200, "body": {"expiresIn": "1h"}}, ToucanResponseError, 502),
         ({"status": 200, "body": {"token": "", "expiresIn": "1h"}}, ToucanResponseError, 502),
@@ -98,10 +105,15 @@ def test_one_pooled_connection_for_many_mints(fake: FakeToucan) -> None:
         ({"drop": True}, ToucanUnavailable, 503),
         ({"status": 200, "delay": 1.5}, ToucanUnavailable, 503),
     ],
-    ids=lambda v: json.dumps(v, default=str)[:40] if isinstance(v, dict) else getattr(v, "__name__", str(v)),
+    ids=lambda v: (
+        json.dumps(v, default=str)[:40] if isinstance(v, dict) else getattr(v, "__name__", str(v))
+    ),
 )
 def test_failures_map_to_typed_errors(
-    fake: FakeToucan, failure: dict[str, object], error: type[Exception], status: int,
+    fake: FakeToucan,
+    failure: dict[str, object],
+    error: type[Exception],
+    status: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     vendor_body = failure.get("body")
@@ -120,7 +132,9 @@ def test_failures_map_to_typed_errors(
     assert len(fake.requests) == 1
 
 
-def test_vendor_error_body_is_logged_truncated(fake: FakeToucan, caplog: pytest.LogCaptureFixture) -> None:
+def test_vendor_error_body_is_logged_truncated(
+    fake: FakeToucan, caplog: pytest.LogCaptureFixture
+) -> None:
     fake.fail(400, body={"code": "bad", "message": "attribute region unknown " + "y" * 1000})
     with caplog.at_level(logging.WARNING, "flask_toucan"), pytest.raises(ToucanResponseError):
         client_for(fake).mint(USER)
@@ -129,7 +143,9 @@ def test_vendor_error_body_is_logged_truncated(fake: FakeToucan, caplog: pytest.
     assert len(record.getMessage()) < 400
 
 
-def test_vendor_body_echoing_the_key_is_scrubbed(fake: FakeToucan, caplog: pytest.LogCaptureFixture) -> None:
+def test_vendor_body_echoing_the_key_is_scrubbed(
+    fake: FakeToucan, caplog: pytest.LogCaptureFixture
+) -> None:
     fake.fail(401, body=f"bad key {API_KEY}")
     with caplog.at_level(logging.WARNING, "flask_toucan"), pytest.raises(ToucanAuthError):
         client_for(fake).mint(USER)
@@ -171,7 +187,7 @@ def test_retry_after_longer_than_allowed_fails_fast(fake: FakeToucan) -> None:
     with pytest.raises(ToucanRateLimited) as info:
         client_for(fake, max_retries=2, max_retry_after=2).mint(USER)
     assert len(fake.requests) == 1
-    assert info.value.retry_after == 3600
+    assert info.value.upstream_retry_after == 3600
 
 
 def test_connection_refused_is_unavailable() -> None:
@@ -202,3 +218,12 @@ def test_repr_hides_the_key(fake: FakeToucan) -> None:
     client = client_for(fake)
     assert API_KEY not in repr(client)
     assert API_KEY not in repr(fake)
+
+
+def test_pytest_plugin_fixture_is_a_working_fake(fake_toucan: FakeToucan) -> None:
+    token = TokenClient(fake_toucan.url, fake_toucan.api_key, max_retries=0).mint(USER)
+    assert decode_fake_token(token.value)["attributes"] == {"region": "EU", "tenant_id": 7}
+    wrong = TokenClient(fake_toucan.url, "wrong-key", max_retries=0)
+    with pytest.raises(ToucanAuthError):
+        wrong.mint(USER)
+    assert [r.status for r in fake_toucan.requests] == [200, 401]

@@ -78,7 +78,11 @@ def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("TOUCAN_MAX_RETRIES", "2", "TOUCAN_MAX_RETRIES must be an integer"),
         ("TOUCAN_MIN_TOKEN_TTL", -5, "TOUCAN_MIN_TOKEN_TTL must be an integer >= 0"),
         ("TOUCAN_CACHE_CONFIG", "redis://", "TOUCAN_CACHE_CONFIG must be a flask-caching"),
-        ("TOUCAN_CACHE_CONFIG", {"CACHE_TYPE": "NoSuchCache"}, "TOUCAN_CACHE_CONFIG could not be used"),
+        (
+            "TOUCAN_CACHE_CONFIG",
+            {"CACHE_TYPE": "NoSuchCache"},
+            "TOUCAN_CACHE_CONFIG could not be used",
+        ),
         ("TOUCAN_URL_PREFIX", "toucan", "TOUCAN_URL_PREFIX must start with '/'"),
         ("TOUCAN_REFRESH", "yes", "TOUCAN_REFRESH must be True or False"),
         ("TOUCAN_PREVIEW", 1, "TOUCAN_PREVIEW must be True or False"),
@@ -139,7 +143,7 @@ def test_factory_pattern_and_two_apps(config: dict[str, Any], fake: FakeToucan) 
 
 def test_not_initialised_message(app: Flask) -> None:
     other = Toucan()
-    with app.app_context(), pytest.raises(RuntimeError, match="did you forget toucan.init_app"):
+    with app.app_context(), pytest.raises(RuntimeError, match=r"did you forget toucan\.init_app"):
         other.get_token(ToucanUser("u"))
 
 
@@ -154,7 +158,7 @@ def test_no_user_loader_message(config: dict[str, Any]) -> None:
         return "x"
 
     app.config["PROPAGATE_EXCEPTIONS"] = True
-    with pytest.raises(ToucanConfigError, match="@toucan.user_loader"):
+    with pytest.raises(ToucanConfigError, match=r"@toucan\.user_loader"):
         app.test_client().get("/")
 
 
@@ -196,7 +200,9 @@ def test_attribute_change_for_same_user_mints_new_token(
     app = make_app()
     client = app.test_client()
     html = client.get("/page", headers={"X-User": "alice"}).text
-    monkeypatch.setitem(USERS, "alice", ToucanUser("alice", attributes={"tenant": "acme", "region": "US"}))
+    monkeypatch.setitem(
+        USERS, "alice", ToucanUser("alice", attributes={"tenant": "acme", "region": "US"})
+    )
     html2 = client.get("/page", headers={"X-User": "alice"}).text
     assert len(fake.mints) == 2
     assert claims_of(html)["attributes"]["region"] == "EU"
@@ -276,8 +282,12 @@ def test_loader_may_return_a_mapping(app: Flask, fake: FakeToucan) -> None:
     toucan = app.extensions["test_toucan"]
     toucan.user_loader(lambda: {"distinctId": "m1", "attributes": {"plan": "pro"}})
     html = app.test_client().get("/page").text
-    assert claims_of(html) == {**claims_of(html), "sub": "m1", "role": "explorer",
-                               "attributes": {"plan": "pro"}}
+    assert claims_of(html) == {
+        **claims_of(html),
+        "sub": "m1",
+        "role": "explorer",
+        "attributes": {"plan": "pro"},
+    }
 
 
 def test_default_role_is_used(make_app: Callable[..., Flask]) -> None:
@@ -355,7 +365,9 @@ def test_get_token_and_invalidate(app: Flask, fake: FakeToucan, clock: Clock) ->
     toucan = app.extensions["test_toucan"]
     with app.app_context():
         a = toucan.get_token(USERS["alice"])
-        b = toucan.get_token({"distinct_id": "alice", "attributes": {"region": "EU", "tenant": "acme"}})
+        b = toucan.get_token(
+            {"distinct_id": "alice", "attributes": {"region": "EU", "tenant": "acme"}}
+        )
         assert a == b
         assert len(fake.mints) == 1
         forced = toucan.get_token(USERS["alice"], force=True)
@@ -374,19 +386,17 @@ def test_get_token_without_app_context_is_clear(toucan: Toucan) -> None:
         toucan.get_token(USERS["alice"])
 
 
-def test_near_expiry_token_is_never_served(
-    client: Any, fake: FakeToucan, clock: Clock
-) -> None:
+def test_near_expiry_token_is_never_served(client: Any, fake: FakeToucan, clock: Clock) -> None:
     first = claims_of(client.get("/page", headers={"X-User": "alice"}).text)
     clock.advance(3600 - 301)  # 301 s left: still servable
     again = client.get("/page", headers={"X-User": "alice"})
     assert claims_of(again.text) == first
-    assert int(again.text.split('<p id=exp>')[1].split("<")[0]) >= 300
+    assert int(again.text.split("<p id=exp>")[1].split("<")[0]) >= 300
     clock.advance(2)  # 299 s left: must be replaced
     third = client.get("/page", headers={"X-User": "alice"})
     assert claims_of(third.text)["iat"] != first["iat"] or len(fake.mints) == 2
     assert len(fake.mints) == 2
-    assert int(third.text.split('<p id=exp>')[1].split("<")[0]) == 3600
+    assert int(third.text.split("<p id=exp>")[1].split("<")[0]) == 3600
 
 
 def test_short_lived_tokens_are_served_once_not_cached(
@@ -399,7 +409,9 @@ def test_short_lived_tokens_are_served_once_not_cached(
     assert len(fake.mints) == 2
 
 
-def test_concurrent_first_requests_mint_once(make_app: Callable[..., Flask], fake: FakeToucan) -> None:
+def test_concurrent_first_requests_mint_once(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
     fake.delay = 0.2
     app = make_app()
     statuses: list[int] = []

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -35,8 +35,23 @@ def test_parse_expires_in_understands_jwt_durations(value: object, seconds: int)
 
 
 @pytest.mark.parametrize(
-    "value", [None, "", "soon", "1 fortnight", "-5m", -10, 0, "0s", True, "1h30m", [1], "nan",
-              float("inf"), "500ms"]
+    "value",
+    [
+        None,
+        "",
+        "soon",
+        "1 fortnight",
+        "-5m",
+        -10,
+        0,
+        "0s",
+        True,
+        "1h30m",
+        [1],
+        "nan",
+        float("inf"),
+        "500ms",
+    ],
 )
 def test_parse_expires_in_falls_back_short_with_one_warning(
     value: object, caplog: pytest.LogCaptureFixture
@@ -82,7 +97,11 @@ def test_user_is_frozen_and_copies_attributes() -> None:
     with pytest.raises(AttributeError):
         user.role = "admin"  # type: ignore[misc]
     assert user.to_payload() == {
-        "user": {"distinctId": "u1", "role": "explorer", "attributes": {"region": "EU", "ids": [1, 2]}}
+        "user": {
+            "distinctId": "u1",
+            "role": "explorer",
+            "attributes": {"region": "EU", "ids": [1, 2]},
+        }
     }
 
 
@@ -91,7 +110,7 @@ def test_coerce_accepts_mappings_in_both_spellings() -> None:
     b = ToucanUser.coerce({"distinct_id": "u", "role": "viewer", "attributes": {"x": 1}})
     assert a == b
     assert a.role == "viewer"
-    with pytest.raises(InvalidToucanUser, match="unknown user field.*tenant"):
+    with pytest.raises(InvalidToucanUser, match=r"unknown user field.*tenant"):
         ToucanUser.coerce({"distinct_id": "u", "tenant": "x"})
     with pytest.raises(InvalidToucanUser, match="no distinct_id"):
         ToucanUser.coerce({"role": "explorer"})
@@ -135,7 +154,7 @@ def test_key_fingerprint_does_not_contain_the_key() -> None:
 
 def test_embed_token_expiry_and_dict(clock: Clock) -> None:
     token = EmbedToken.from_lifetime("abc.def", 3600, clock())
-    assert token.expires_at.tzinfo == timezone.utc
+    assert token.expires_at.tzinfo == UTC
     assert token.expires_in == 3600
     clock.advance(100.5)
     assert token.expires_in == 3499

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+from flask import Flask
+
+from examples.demo.app import create_app
+from flask_toucan.testing import decode_fake_token
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+@pytest.fixture
+def demo(monkeypatch: pytest.MonkeyPatch) -> Flask:
+    monkeypatch.delenv("TOUCAN_API_KEY", raising=False)
+    return create_app({"TESTING": True})
+
+
+def test_preview_needs_no_api_key_and_serves_stand_ins(demo: Flask) -> None:
+    assert demo.config["TOUCAN_PREVIEW"] is True
+    client = demo.test_client()
+    page = client.get("/")
+    assert page.status_code == 200
+    found = tags(page.text)
+    scripts = [a["src"] for t, a in found if t == "script" and a.get("src")]
+    assert "/toucan/static/toucan-preview.js" in scripts
+    js = client.get("/toucan/static/toucan-preview.js")
+    assert js.status_code == 200
+    assert "PREVIEW" in js.text and 'customElements.define("tc-dashboard"' in js.text
+    js.close()
+
+
+def test_preview_tokens_carry_the_selected_user(demo: Flask) -> None:
+    client = demo.test_client()
+    seen = {}
+    for user in ("alice", "chen"):
+        client.post("/switch", data={"user": user})
+        page = client.get("/")
+        (dashboard,) = [a for t, a in tags(page.text) if t == "tc-dashboard"]
+        (assistant,) = [a for t, a in tags(page.text) if t == "tc-ai-assistant"]
+        assert dashboard["auth-token"] == assistant["auth-token"]
+        seen[user] = decode_fake_token(str(dashboard["auth-token"]))
+    assert seen["alice"]["sub"] == "alice"
+    assert seen["alice"]["attributes"] == {"tenant": "acme", "region": "EU"}
+    assert seen["chen"]["attributes"] == {"tenant": "globex", "region": "APAC"}
+    assert seen["chen"]["permissions"] == {"ai": "can_query"}
+
+
+def test_sign_out_leaves_no_user(demo: Flask) -> None:
+    client = demo.test_client()
+    client.get("/")
+    client.post("/logout")
+    with client.session_transaction() as session:
+        assert "user" not in session
+    assert client.get("/signed-out").status_code == 200
