@@ -17,7 +17,9 @@ from .cache import CacheBackend, TokenCache
 from .client import TokenClient
 from .errors import ToucanConfigError, ToucanUserRequired
 from .settings import Settings, apply_defaults, read_settings
-from .tokens import EmbedToken, ToucanUser, cache_key, key_fingerprint
+from .tokens import EmbedToken, ToucanUser, cache_key, key_fingerprint, now
+from .variants import TokenVariants
+from .views import create_blueprint, exempt_from_csrf
 
 __all__ = ["Toucan"]
 
@@ -32,10 +34,13 @@ EXTENSION_KEY = "toucan"
 class _AppState:
     """What the extension keeps for one app, in ``app.extensions["toucan"]``."""
 
-    def __init__(self, toucan: Toucan, settings: Settings, cache: TokenCache) -> None:
+    def __init__(
+        self, toucan: Toucan, settings: Settings, cache: TokenCache, variants: TokenVariants
+    ) -> None:
         self.toucan = toucan
         self.settings = settings
         self.cache = cache
+        self.variants = variants
         self._lock = threading.Lock()
         self._client: TokenClient | None = None
         self._pid = 0
@@ -100,11 +105,13 @@ class Toucan:
         apply_defaults(app.config)
         settings = read_settings(app.config)
         token_cache = TokenCache(self._cache_backend(app, settings), min_ttl=settings.min_token_ttl)
-        app.extensions[EXTENSION_KEY] = _AppState(self, settings, token_cache)
-
-        from .views import create_blueprint
+        variants = TokenVariants(lambda: app.secret_key)
+        app.extensions[EXTENSION_KEY] = _AppState(self, settings, token_cache, variants)
 
         app.register_blueprint(create_blueprint(settings.url_prefix))
+        # CSRFProtect may be set up before or after us; cover both orders.
+        exempt_from_csrf(app)
+        app.before_request(lambda: exempt_from_csrf(current_app))
         app.add_template_global(self.script, "toucan_script")
         app.add_template_global(self.dashboard, "toucan_dashboard")
         app.add_template_global(self.chart, "toucan_chart")
@@ -248,7 +255,7 @@ class Toucan:
                     user = user.replace(**overrides)
                 token = self.get_token(user)
                 g.toucan_token = token
-                g._toucan_view_user = user
+                g._toucan_variant = (user, overrides) if overrides else None
                 return func(*args, **kwargs)
 
             return wrapper
@@ -275,7 +282,19 @@ class Toucan:
         else:
             src = state.settings.script_url
         extra = {jinja.attribute_name(k): v for k, v in attrs.items()}
-        return jinja.script_html(src, nonce, extra)
+        html = jinja.script_html(src, nonce, extra)
+        if state.settings.refresh:
+            html += jinja.script_html(
+                url_for("toucan.static", filename="toucan-refresh.js"),
+                nonce,
+                {
+                    "data-toucan-refresh": url_for("toucan.refresh_token"),
+                    "data-strategy": state.settings.refresh_strategy,
+                    "data-margin": state.settings.min_token_ttl,
+                    "data-server-now": int(now()),
+                },
+            )
+        return html
 
     def dashboard(self, dashboard_id: str, /, **attrs: object) -> Markup:
         """``toucan_dashboard(id)``: a ``<tc-dashboard>`` for the current user."""
@@ -291,9 +310,11 @@ class Toucan:
 
     def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
         state = self._state()
-        return jinja.component_html(
-            tag, self.current_token(), state.settings.server_url, fixed, attrs
-        )
+        token = self.current_token()
+        variant = g.get("_toucan_variant") if has_request_context() else None
+        if variant is not None and state.settings.refresh:
+            fixed = {**fixed, "data-toucan-variant": state.variants.sign(*variant)}
+        return jinja.component_html(tag, token, state.settings.server_url, fixed, attrs)
 
 
 def _csp_nonce() -> str | None:

@@ -14,7 +14,14 @@ __all__ = ["component_html", "html_attributes", "script_html"]
 _ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 # Set by flask_toucan itself; a template must not override them by accident.
 RESERVED = frozenset(
-    {"auth-token", "server-url", "dashboard-id", "chart-id", "data-toucan-expires-at"}
+    {
+        "auth-token",
+        "server-url",
+        "dashboard-id",
+        "chart-id",
+        "data-toucan-expires-at",
+        "data-toucan-variant",
+    }
 )
 _RENAMES = {"theme": "data-theme", "class_": "class", "class": "class"}
 

@@ -1,15 +1,34 @@
-"""The blueprint: static scripts (preview stand-ins, refresh controller) and endpoints."""
+"""The blueprint: the token refresh endpoint and the static scripts.
+
+``POST <prefix>/token`` hands the current user (from the server-side
+``user_loader``, never from the request) a token through the same cache as pages.
+Cross-site requests cannot use it: it requires a custom header that a form cannot
+send and that a cross-origin ``fetch`` cannot send without a CORS preflight we
+never grant, and it refuses requests whose ``Sec-Fetch-Site`` or ``Origin`` say
+they come from another site.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
 
-__all__ = ["create_blueprint"]
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
+
+from .errors import ToucanAPIError, ToucanUserRequired
+
+__all__ = ["REFRESH_HEADER", "create_blueprint", "exempt_from_csrf"]
+
+#: Header the refresh controller sends; its presence is the CSRF defence.
+REFRESH_HEADER = "X-Toucan-Refresh"
+REFRESH_VIEW = "flask_toucan.views.refresh_token"
+_SAME_SITE_FETCH = {"same-origin", "none"}
 
 
 def create_blueprint(url_prefix: str) -> Blueprint:
     """A fresh blueprint per app, mounted at ``TOUCAN_URL_PREFIX``."""
-    return Blueprint(
+    bp = Blueprint(
         "toucan",
         __name__,
         url_prefix=url_prefix if url_prefix != "/" else None,
@@ -17,3 +36,62 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         static_url_path="/static",
         template_folder="templates",
     )
+    bp.add_url_rule("/token", view_func=refresh_token, methods=["POST"])
+    return bp
+
+
+def _json_error(status: int, error: str, message: str) -> Response:
+    response = jsonify(error=error, message=message)
+    response.status_code = status
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _cross_site_reason() -> str | None:
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in _SAME_SITE_FETCH:
+        return f"Sec-Fetch-Site is {fetch_site}"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != request.host_url.rstrip("/"):
+        return "Origin does not match this site"
+    return None
+
+
+def refresh_token() -> ResponseReturnValue:
+    """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}`` for the current user."""
+    if request.headers.get(REFRESH_HEADER) != "1":
+        return _json_error(403, "forbidden", f"the {REFRESH_HEADER} header is required")
+    reason = _cross_site_reason()
+    if reason is not None:
+        return _json_error(403, "forbidden", f"cross-site request refused ({reason})")
+    state = current_app.extensions["toucan"]
+    toucan = state.toucan
+    body: Any = request.get_json(silent=True) if request.content_length else None
+    variant = body.get("variant") if isinstance(body, dict) else None
+    try:
+        user = toucan._require_user()
+        if isinstance(variant, str) and variant:
+            user = state.variants.apply(variant, user)
+        token = toucan.get_token(user)
+    except ToucanUserRequired:
+        return _json_error(401, "session_ended", "no signed-in user")
+    except ToucanAPIError as exc:
+        response = _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
+        return response
+    except state.variants.Invalid:
+        return _json_error(403, "forbidden", "the page's token variant is not valid here")
+    response = jsonify(token.to_dict())
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def exempt_from_csrf(app: Flask) -> None:
+    """Exempt the refresh endpoint from Flask-WTF's CSRFProtect, if the app uses it.
+
+    Its own defence (custom header + same-origin checks) does not expire, while a
+    CSRF form token does (an hour by default), which would end refreshes on pages
+    left open.
+    """
+    csrf = app.extensions.get("csrf")
+    if csrf is not None and hasattr(csrf, "exempt"):
+        csrf.exempt(REFRESH_VIEW)

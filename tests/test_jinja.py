@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
@@ -111,13 +112,23 @@ def test_boolean_and_none_attributes(app: Flask) -> None:
     assert "title" not in attrs and "draggable" not in attrs
 
 
-def test_script_tag(app: Flask) -> None:
+def test_script_tags(app: Flask) -> None:
     html = render(app, "{{ toucan_script() }}")
-    ((tag, attrs),) = parse(html)
-    assert tag == "script"
-    assert attrs["type"] == "module"
+    ((tag, attrs), (tag2, refresh)) = parse(html)
+    assert tag == tag2 == "script"
+    assert attrs["type"] == refresh["type"] == "module"
     assert attrs["src"] == app.config["TOUCAN_SCRIPT_URL"]
     assert "nonce" not in attrs
+    assert refresh["src"] == "/toucan/static/toucan-refresh.js"
+    assert refresh["data-toucan-refresh"] == "/toucan/token"
+    assert refresh["data-strategy"] == "attribute"
+    assert refresh["data-margin"] == "300"
+
+
+def test_script_without_refresh(make_app: Callable[..., Flask]) -> None:
+    app = make_app(TOUCAN_REFRESH=False)
+    html = render(app, "{{ toucan_script() }}")
+    assert [a["src"] for _, a in parse(html)] == [app.config["TOUCAN_SCRIPT_URL"]]
 
 
 def test_script_carries_talisman_nonce(app: Flask) -> None:
@@ -135,7 +146,9 @@ def test_script_carries_talisman_nonce(app: Flask) -> None:
         return render_template_string("{{ toucan_script() }}")
 
     response = app.test_client().get("/csp", headers={"X-User": "alice"})
-    nonce = parse(response.text)[0][1]["nonce"]
+    nonces = {a["nonce"] for _, a in parse(response.text)}
+    assert len(nonces) == 1
+    nonce = nonces.pop()
     assert nonce
     assert f"'nonce-{nonce}'" in response.headers["Content-Security-Policy"]
 

@@ -41,15 +41,26 @@ const STYLE = `
   .expired { color: #b00020; font-weight: 700; }
 `;
 
+let sharedSheet = null;
+function sheet() {
+  if (!sharedSheet) {
+    sharedSheet = new CSSStyleSheet();
+    sharedSheet.replaceSync(STYLE);
+  }
+  return sharedSheet;
+}
+
 class PreviewElement extends HTMLElement {
   static get observedAttributes() {
-    return ["auth-token", "dashboard-id", "chart-id", "data-theme"];
+    return ["auth-token", "dashboard-id", "chart-id", "data-theme", "data-toucan-expires-at"];
   }
 
   constructor() {
     super();
     this.tokenHistory = [];
     this.attachShadow({ mode: "open" });
+    // A constructed sheet, not a <style> element, so a strict CSP has nothing to block.
+    this.shadowRoot.adoptedStyleSheets = [sheet()];
   }
 
   connectedCallback() {
@@ -69,10 +80,6 @@ class PreviewElement extends HTMLElement {
     if (this.isConnected) this.render();
   }
 
-  get kind() {
-    return "Dashboard";
-  }
-
   subject() {
     const chart = this.getAttribute("chart-id");
     if (chart) return ["Chart", chart];
@@ -83,8 +90,6 @@ class PreviewElement extends HTMLElement {
     const claims = decode(this.getAttribute("auth-token"));
     const root = this.shadowRoot;
     root.replaceChildren();
-    const style = document.createElement("style");
-    style.textContent = STYLE;
     const badge = document.createElement("span");
     badge.className = "badge";
     badge.textContent = "PREVIEW";
@@ -107,7 +112,7 @@ class PreviewElement extends HTMLElement {
     this.timeLeft = row("Time left", "");
     this.timeLeft.dataset.role = "time-left";
     table.append(this.timeLeft, row("Tokens received", String(this.tokenHistory.length)));
-    root.append(style, badge, title, note, table);
+    root.append(badge, title, note, table);
     this.updateTimeLeft();
   }
 

@@ -1,0 +1,227 @@
+// flask_toucan refresh controller: keeps the tokens of <tc-dashboard> and
+// <tc-ai-assistant> fresh while the page stays open.
+//
+// Tokens are opaque, so expiry comes from data the server rendered
+// (data-toucan-expires-at on each element, data-server-now on this script for
+// clock skew) and from the refresh endpoint's answers. Events on `document`:
+//   toucan:token-refreshed  detail {expiresAt, expiresIn, elements, strategy}
+//   toucan:token-error      detail {status, attempt, retryIn, expired}
+//   toucan:session-ended    detail {status}
+// No event detail ever carries a token.
+
+const SELECTOR = "tc-dashboard, tc-ai-assistant";
+const MAX_BACKOFF_MS = 60000;
+
+function start(script) {
+  const endpoint = script.dataset.toucanRefresh;
+  const strategy = script.dataset.strategy === "remount" ? "remount" : "attribute";
+  // The server reuses a cached token while it has more than this many seconds
+  // left, so renewing later than that is what yields a new token.
+  const marginMs = Math.max(0, Number(script.dataset.margin) || 0) * 1000;
+  const serverNow = Number(script.dataset.serverNow);
+  const skewMs = Number.isFinite(serverNow) ? serverNow * 1000 - Date.now() : 0;
+
+  const groups = new Map(); // variant reference ("" = default) -> state
+  const waiting = new Set(); // groups due while another request was in flight
+  let inFlight = false;
+  let stopped = false;
+
+  const toClient = (serverEpochSeconds) => serverEpochSeconds * 1000 - skewMs;
+  const toServer = (clientMs) => Math.floor((clientMs + skewMs) / 1000);
+  const variantOf = (el) => el.getAttribute("data-toucan-variant") || "";
+
+  function emit(name, detail) {
+    document.dispatchEvent(new CustomEvent(name, { detail, bubbles: true }));
+  }
+
+  function membersOf(group) {
+    return Array.from(document.querySelectorAll(SELECTOR)).filter(
+      (el) => variantOf(el) === group.key,
+    );
+  }
+
+  function give(el, group) {
+    if (el.getAttribute("auth-token") === group.token) return false;
+    const fresh = {
+      "auth-token": group.token,
+      "data-toucan-expires-at": String(toServer(group.expiresAt)),
+    };
+    if (strategy === "attribute") {
+      for (const [name, value] of Object.entries(fresh)) el.setAttribute(name, value);
+      return true;
+    }
+    // remount: a new element that never saw the old token, in the same place.
+    const copy = document.createElement(el.localName);
+    for (const attr of Array.from(el.attributes)) {
+      copy.setAttribute(attr.name, fresh[attr.name] ?? attr.value);
+    }
+    for (const [name, value] of Object.entries(fresh)) copy.setAttribute(name, value);
+    el.childNodes.forEach((child) => copy.append(child.cloneNode(true)));
+    el.replaceWith(copy);
+    return true;
+  }
+
+  function leadMs(group) {
+    const life = group.lifetimeMs || Math.max(0, group.expiresAt - Date.now());
+    return Math.min(marginMs || life / 2, life / 2);
+  }
+
+  function schedule(group, delayMs) {
+    clearTimeout(group.timer);
+    if (stopped) return;
+    let wait = delayMs;
+    if (wait === undefined) {
+      // Renew between 80% and 100% of the lead before expiry; the jitter keeps
+      // many open tabs from renewing in the same second.
+      const lead = leadMs(group) * (0.8 + 0.2 * Math.random());
+      wait = group.expiresAt - lead - Date.now();
+    }
+    wait = Math.max(0, wait);
+    group.dueAt = Date.now() + wait;
+    group.timer = setTimeout(() => renew(group), wait);
+  }
+
+  function track(el) {
+    if (stopped) return;
+    const key = variantOf(el);
+    const token = el.getAttribute("auth-token");
+    const expiresAt = toClient(Number(el.getAttribute("data-toucan-expires-at")));
+    let group = groups.get(key);
+    if (!group) {
+      if (!token || !Number.isFinite(expiresAt)) return;
+      group = { key, token, expiresAt, lifetimeMs: 0, failures: 0, timer: null, dueAt: 0 };
+      groups.set(key, group);
+      schedule(group);
+      return;
+    }
+    if (token && Number.isFinite(expiresAt) && expiresAt > group.expiresAt) {
+      // A fragment arrived with a newer token than ours: adopt it everywhere.
+      group.token = token;
+      group.expiresAt = expiresAt;
+      membersOf(group).forEach((member) => give(member, group));
+      schedule(group);
+    } else {
+      give(el, group);
+    }
+  }
+
+  async function renew(group) {
+    if (stopped) return;
+    if (inFlight) {
+      waiting.add(group);
+      return;
+    }
+    inFlight = true;
+    clearTimeout(group.timer);
+    let response = null;
+    let data = null;
+    try {
+      response = await fetch(endpoint, {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: {
+          "X-Toucan-Refresh": "1",
+          "Content-Type": "application/json",
+          Accept: "application/json",
+        },
+        body: JSON.stringify(group.key ? { variant: group.key } : {}),
+      });
+      if (response.ok) data = await response.json();
+    } catch (error) {
+      data = null;
+    }
+    inFlight = false;
+    if (data && typeof data.token === "string" && Number(data.expiresIn) > 0) {
+      succeeded(group, data);
+    } else if (response && (response.status === 401 || response.status === 403)) {
+      end(response.status);
+    } else {
+      failed(group, response ? response.status : 0);
+    }
+    const next = waiting.values().next().value;
+    if (next) {
+      waiting.delete(next);
+      renew(next);
+    }
+  }
+
+  function succeeded(group, data) {
+    group.failures = 0;
+    const expiresAt = Date.now() + Number(data.expiresIn) * 1000;
+    if (data.token === group.token) {
+      // Handed back the token we hold: the server still finds it fresh enough.
+      // Ask again a little later instead of spinning.
+      schedule(group, Math.max(1000, (group.expiresAt - Date.now() - leadMs(group)) / 2));
+      return;
+    }
+    group.token = data.token;
+    group.expiresAt = expiresAt;
+    group.lifetimeMs = Number(data.expiresIn) * 1000;
+    let updated = 0;
+    membersOf(group).forEach((el) => {
+      if (give(el, group)) updated += 1;
+    });
+    schedule(group);
+    emit("toucan:token-refreshed", {
+      expiresAt: data.expiresAt,
+      expiresIn: Number(data.expiresIn),
+      elements: updated,
+      strategy,
+    });
+  }
+
+  function failed(group, status) {
+    group.failures += 1;
+    const left = group.expiresAt - Date.now();
+    const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** (group.failures - 1));
+    let delay = base / 2 + Math.random() * (base / 2);
+    // Never give up while the token is still valid: keep a few tries before expiry.
+    if (left > 0) delay = Math.min(delay, Math.max(250, left / 3));
+    schedule(group, delay);
+    emit("toucan:token-error", {
+      status,
+      attempt: group.failures,
+      retryIn: Math.round(delay),
+      expired: left <= 0,
+    });
+  }
+
+  function end(status) {
+    stopped = true;
+    groups.forEach((group) => clearTimeout(group.timer));
+    observer.disconnect();
+    emit("toucan:session-ended", { status });
+  }
+
+  // After sleep or a hidden tab, timers fire late or not at all: catch up at once.
+  function catchUp() {
+    if (stopped || document.visibilityState === "hidden") return;
+    groups.forEach((group) => {
+      if (Date.now() >= group.dueAt) renew(group);
+    });
+  }
+
+  const observer = new MutationObserver((mutations) => {
+    for (const mutation of mutations) {
+      for (const node of mutation.addedNodes) {
+        if (node.nodeType !== Node.ELEMENT_NODE) continue;
+        if (node.matches(SELECTOR)) track(node);
+        node.querySelectorAll(SELECTOR).forEach(track);
+      }
+    }
+  });
+
+  document.querySelectorAll(SELECTOR).forEach(track);
+  observer.observe(document.documentElement, { childList: true, subtree: true });
+  document.addEventListener("visibilitychange", catchUp);
+  window.addEventListener("online", catchUp);
+  window.addEventListener("pageshow", catchUp);
+  setInterval(catchUp, 15000);
+}
+
+const script = document.querySelector("script[data-toucan-refresh]");
+if (script && !window.__toucanRefreshStarted) {
+  window.__toucanRefreshStarted = true;
+  start(script);
+}

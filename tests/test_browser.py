@@ -1,0 +1,354 @@
+"""The refresh controller in a real Chromium, against the app on a real WSGI server."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, redirect, render_template_string, request, session
+from flask_talisman import Talisman
+from playwright.sync_api import Browser, Page, sync_playwright
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from flask_toucan import Toucan, ToucanUser
+from flask_toucan.testing import FakeToucan, decode_fake_token
+
+from .conftest import API_KEY
+
+LIFETIME = 6  # seconds of life of each token
+MARGIN = 3  # TOUCAN_MIN_TOKEN_TTL: renew in the last 3 s
+
+PAGE = """<!doctype html><html><head><title>t</title>{{ toucan_script() }}</head>
+<body><main id="main">{{ toucan_dashboard('sales', id='dash') }}
+{{ toucan_assistant(id='chat') }}</main></body></html>"""
+
+RECORD_EVENTS = """
+window.__events = [];
+window.__violations = [];
+for (const name of ["toucan:token-refreshed", "toucan:token-error", "toucan:session-ended"]) {
+  document.addEventListener(name, (e) => window.__events.push({type: name, detail: e.detail,
+                                                               at: Date.now()}));
+}
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__violations.push(e.violatedDirective + " " + e.blockedURI));
+"""
+
+
+def chromium_path() -> str:
+    path = os.environ.get("TOUCAN_TEST_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        pytest.fail(
+            "Chromium is needed for the browser tests: install Debian's chromium package "
+            "(scripts/test.sh does it when it can) or set TOUCAN_TEST_CHROMIUM",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=chromium_path(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+            ],
+        )
+        yield b
+        b.close()
+
+
+class LiveServer:
+    def __init__(self, app: Flask) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def start(app: Flask) -> LiveServer:
+        servers.append(LiveServer(app))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def short_fake() -> Iterator[FakeToucan]:
+    with FakeToucan(api_key=API_KEY, expires_in=LIFETIME) as fake:
+        yield fake
+
+
+def browser_app(fake: FakeToucan, **config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="browser-tests",
+        TOUCAN_API_KEY=API_KEY,
+        TOUCAN_BASE_URL=fake.url,
+        TOUCAN_MIN_TOKEN_TTL=MARGIN,
+        TOUCAN_MAX_RETRIES=0,
+        TOUCAN_TIMEOUT=(2, 2),
+        # The preview stand-ins record every auth-token value they are given.
+        TOUCAN_SCRIPT_URL="/toucan/static/toucan-preview.js",
+    )
+    app.config.update(config)
+    toucan = Toucan(app)
+    refreshes: list[int] = []
+    app.extensions["refresh_statuses"] = refreshes
+
+    @toucan.user_loader
+    def load() -> ToucanUser | None:
+        name = session.get("user")
+        return ToucanUser(name, attributes={"tenant": "acme"}) if name else None
+
+    @app.get("/login/<name>")
+    def login(name: str) -> Response:
+        session["user"] = name
+        return redirect("/")
+
+    @app.get("/logout")
+    def logout() -> str:
+        session.pop("user", None)
+        return "bye"
+
+    @app.get("/")
+    @toucan.inject_token
+    def index() -> str:
+        return render_template_string(PAGE)
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        if request.path == "/toucan/token":
+            refreshes.append(response.status_code)
+        return response
+
+    return app
+
+
+def open_page(browser: Browser, url: str) -> Page:
+    context = browser.new_context()
+    context.add_init_script(RECORD_EVENTS)
+    page = context.new_page()
+    page.goto(url + "/login/alice")
+    page.wait_for_selector("tc-dashboard")
+    return page
+
+
+def tokens_of(page: Page, element_id: str = "dash") -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = page.evaluate("window.toucanPreview.tokens")
+    return [e for e in entries if e["element"] == element_id]
+
+
+def events(page: Page, kind: str) -> list[dict[str, Any]]:
+    return [e for e in page.evaluate("window.__events") if e["type"] == kind]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_replaced_before_expiry(history: list[dict[str, Any]]) -> None:
+    values = [h["token"] for h in history]
+    assert len(set(values)) == len(values), "a refresh handed back a token already used"
+    for previous, following in itertools.pairwise(history):
+        expires = decode_fake_token(previous["token"])["exp"]
+        assert following["at"] / 1000 < expires, "a token expired before it was replaced"
+
+
+def test_tokens_are_replaced_before_expiry_repeatedly(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    server = serve(browser_app(short_fake))
+    page = open_page(browser, server.url)
+    wait_for(lambda: len(tokens_of(page)) >= 4, 25, "four tokens on the dashboard")
+    history = tokens_of(page)
+    assert_replaced_before_expiry(history)
+    assert all(decode_fake_token(h["token"])["sub"] == "alice" for h in history)
+    # The assistant got the same tokens as the dashboard.
+    chat = [h["token"] for h in tokens_of(page, "chat")]
+    assert [h["token"] for h in history][:3] == chat[:3]
+    refreshed = events(page, "toucan:token-refreshed")
+    assert len(refreshed) >= 3
+    assert all("token" not in e["detail"] for e in refreshed)
+    assert refreshed[0]["detail"]["elements"] == 2
+    assert (
+        page.evaluate("document.querySelector('#dash').getAttribute('auth-token')")
+        == (history[-1]["token"])
+    )
+    page.context.close()
+
+
+def test_element_added_later_is_kept_fresh(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    server = serve(browser_app(short_fake))
+    page = open_page(browser, server.url)
+    page.evaluate(
+        """() => { const el = document.createElement('tc-dashboard');
+                   el.id = 'late'; el.setAttribute('dashboard-id', 'late');
+                   document.getElementById('main').append(el); }"""
+    )
+    wait_for(lambda: len(tokens_of(page, "late")) >= 1, 5, "a token for the late element")
+    first_dash = tokens_of(page)[-1]["token"]
+    assert tokens_of(page, "late")[0]["token"] == first_dash
+    wait_for(lambda: len(tokens_of(page, "late")) >= 3, 20, "refreshes of the late element")
+    assert_replaced_before_expiry(tokens_of(page, "late"))
+    page.context.close()
+
+
+def test_transient_failure_is_retried_and_recovers(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    app = browser_app(short_fake)
+    server = serve(app)
+    page = open_page(browser, server.url)
+    short_fake.fail(503, times=2)
+    wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 1, 15, "recovery")
+    errors = events(page, "toucan:token-error")
+    assert [e["detail"]["status"] for e in errors] == [503, 503]
+    assert [e["detail"]["attempt"] for e in errors] == [1, 2]
+    assert all(e["detail"]["expired"] is False for e in errors)
+    assert app.extensions["refresh_statuses"][:3] == [503, 503, 200]
+    assert_replaced_before_expiry(tokens_of(page))
+    page.context.close()
+
+
+def test_network_error_is_retried(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    server = serve(browser_app(short_fake))
+    page = open_page(browser, server.url)
+    page.route("**/toucan/token", lambda route: route.abort("connectionreset"), times=1)
+    wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 1, 15, "recovery")
+    errors = events(page, "toucan:token-error")
+    assert errors and errors[0]["detail"]["status"] == 0
+    page.context.close()
+
+
+def test_signed_out_user_stops_the_loop(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    app = browser_app(short_fake)
+    server = serve(app)
+    page = open_page(browser, server.url)
+    page.context.request.get(server.url + "/logout")
+    wait_for(lambda: bool(events(page, "toucan:session-ended")), 10, "session-ended")
+    assert events(page, "toucan:session-ended")[0]["detail"] == {"status": 401}
+    statuses = list(app.extensions["refresh_statuses"])
+    assert statuses == [401]
+    time.sleep(LIFETIME + 1)
+    assert app.extensions["refresh_statuses"] == statuses, "the loop kept going after 401"
+    page.context.close()
+
+
+def test_remount_strategy_replaces_elements(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    server = serve(browser_app(short_fake, TOUCAN_REFRESH_STRATEGY="remount"))
+    page = open_page(browser, server.url)
+    first = page.evaluate(
+        "() => { const d = document.querySelector('#dash'); d.__original = true;"
+        " return d.getAttribute('auth-token'); }"
+    )
+    wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 2, 15, "two refreshes")
+    state = page.evaluate(
+        "() => { const d = document.querySelector('#dash');"
+        " return {original: d.__original === true, token: d.getAttribute('auth-token'),"
+        " history: d.tokenHistory.length, count: document.querySelectorAll('#dash').length}; }"
+    )
+    assert state["original"] is False
+    assert state["token"] != first
+    assert state["count"] == 1
+    # A fresh element saw only its own token: it was created, not updated.
+    assert state["history"] == 1
+    assert events(page, "toucan:token-refreshed")[0]["detail"]["strategy"] == "remount"
+    page.context.close()
+
+
+def test_strict_csp_with_nonces_runs_the_controller(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    app = browser_app(short_fake)
+    Talisman(
+        app,
+        force_https=False,
+        content_security_policy={
+            "default-src": "'self'",
+            "script-src": ["'self'", "'strict-dynamic'"],
+            "style-src": "'self'",
+        },
+        content_security_policy_nonce_in=["script-src"],
+    )
+    server = serve(app)
+    context = browser.new_context()
+    context.add_init_script(RECORD_EVENTS)
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text))
+    response = page.goto(server.url + "/login/alice")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "'nonce-" in csp and "'strict-dynamic'" in csp
+    wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 1, 15, "a refresh under CSP")
+    assert page.evaluate("window.__violations") == []
+    assert not [m for m in console if "Content Security Policy" in m]
+    context.close()
+
+
+def test_demo_screenshot_shows_refreshed_token(
+    browser: Browser, serve: Callable[[Flask], LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.demo.app import create_app
+
+    monkeypatch.delenv("TOUCAN_API_KEY", raising=False)
+    demo = create_app({"TOUCAN_PREVIEW_TOKEN_LIFETIME": LIFETIME, "TOUCAN_MIN_TOKEN_TTL": MARGIN})
+    server = serve(demo)
+    context = browser.new_context(viewport={"width": 1200, "height": 700})
+    context.add_init_script(RECORD_EVENTS)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    with page.expect_navigation():
+        page.select_option("#user-switcher", "chen")
+    wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 1, 15, "a refresh")
+    dash = page.locator("#dashboard")
+    text = dash.evaluate("el => el.shadowRoot.textContent")
+    assert "PREVIEW" in text and "chen" in text and "globex" in text
+    assert dash.evaluate("el => el.tokenHistory.length") >= 2
+    assert "Tokens received2" in text
+    assert "expired" not in text
+    out = Path(os.environ.get("TOUCAN_TEST_ARTIFACTS", "test-artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    shot = out / "demo-refreshed.png"
+    page.screenshot(path=str(shot))
+    assert 0 < shot.stat().st_size < 500_000
+    context.close()
