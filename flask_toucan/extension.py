@@ -104,7 +104,15 @@ class Toucan:
             )
         apply_defaults(app.config)
         settings = read_settings(app.config)
-        token_cache = TokenCache(self._cache_backend(app, settings), min_ttl=settings.min_token_ttl)
+        token_cache = TokenCache(
+            self._cache_backend(app, settings),
+            min_ttl=settings.min_token_ttl,
+            refresh_ahead=settings.refresh_ahead,
+            lock_timeout=settings.lock_timeout,
+            lock_wait=settings.lock_wait,
+            front_size=settings.front_cache_size,
+            front_ttl=settings.front_cache_ttl,
+        )
         variants = TokenVariants(lambda: app.secret_key)
         app.extensions[EXTENSION_KEY] = _AppState(self, settings, token_cache, variants)
 
@@ -120,15 +128,20 @@ class Toucan:
         app.context_processor(_token_context)
         app.after_request(_no_store_when_token_sent)
 
-    def _cache_backend(
-        self, app: Flask, settings: Settings
-    ) -> CacheBackend | Callable[[], CacheBackend]:
+    def _cache_backend(self, app: Flask, settings: Settings) -> CacheBackend:
         if self._cache is not None:
             # The app's Cache may be initialised after us; use it through its
             # own methods, which resolve the backend in the app context.
             return self._cache
-        config: dict[str, Any] = {"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": 10_000}
+        config: dict[str, Any] = {
+            "CACHE_TYPE": "SimpleCache",
+            "CACHE_THRESHOLD": 10_000,
+            "CACHE_KEY_PREFIX": "",  # TOUCAN_CACHE_KEY_PREFIX already namespaces our keys
+        }
         config.update(settings.cache_config or {})
+        if "Redis" in str(config["CACHE_TYPE"]) and not config.get("CACHE_OPTIONS"):
+            # A Redis that hangs must not hang page views: fail fast, mint directly.
+            config["CACHE_OPTIONS"] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
         cache = Cache(config=config)
         try:
             cache.init_app(app)

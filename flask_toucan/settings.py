@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "TOUCAN_REFRESH_STRATEGY": "attribute",
     "TOUCAN_PREVIEW": False,
     "TOUCAN_PREVIEW_TOKEN_LIFETIME": 3600,
+    "TOUCAN_REFRESH_AHEAD": 0.5,
+    "TOUCAN_LOCK_TIMEOUT": 10,
+    "TOUCAN_LOCK_WAIT": 5.0,
+    "TOUCAN_FRONT_CACHE_SIZE": 1000,
+    "TOUCAN_FRONT_CACHE_TTL": 30,
 }
 
 REFRESH_STRATEGIES = ("attribute", "remount")
@@ -53,6 +58,11 @@ class Settings:
     refresh_strategy: str
     preview: bool
     preview_token_lifetime: int
+    refresh_ahead: float
+    lock_timeout: int
+    lock_wait: float
+    front_cache_size: int
+    front_cache_ttl: float
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -120,6 +130,19 @@ def _timeout(config: Mapping[str, Any]) -> tuple[float, float]:
     return float(parts[0]), float(parts[1])
 
 
+def _number(config: Mapping[str, Any], key: str, low: float, high: float | None = None) -> float:
+    value = config.get(key)
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    ):
+        return float(value)
+    bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+    raise _fail(key, f"must be a number {bounds}", value)
+
+
 def read_settings(config: Mapping[str, Any]) -> Settings:
     """Check every ``TOUCAN_*`` key; a wrong one raises ToucanConfigError naming it."""
     preview = _bool(config, "TOUCAN_PREVIEW")
@@ -162,4 +185,9 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         refresh_strategy=str(strategy),
         preview=preview,
         preview_token_lifetime=_int(config, "TOUCAN_PREVIEW_TOKEN_LIFETIME", 1),
+        refresh_ahead=_number(config, "TOUCAN_REFRESH_AHEAD", 0, 1),
+        lock_timeout=_int(config, "TOUCAN_LOCK_TIMEOUT", 1),
+        lock_wait=_number(config, "TOUCAN_LOCK_WAIT", 0),
+        front_cache_size=_int(config, "TOUCAN_FRONT_CACHE_SIZE", 0),
+        front_cache_ttl=_number(config, "TOUCAN_FRONT_CACHE_TTL", 0),
     )

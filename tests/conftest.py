@@ -100,6 +100,9 @@ def config(fake: FakeToucan) -> dict[str, Any]:
         "TOUCAN_BASE_URL": fake.url,
         "TOUCAN_TIMEOUT": (2, 2),
         "TOUCAN_MAX_RETRIES": 0,
+        # Off for the tests that count mints with a moving clock; the refresh-ahead
+        # tests turn it on.
+        "TOUCAN_REFRESH_AHEAD": 0,
     }
 
 
