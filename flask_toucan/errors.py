@@ -79,6 +79,8 @@ class ToucanUnavailable(ToucanAPIError, ServiceUnavailable):
     """Toucan could not be reached, timed out or failed (5xx), retries included."""
 
     code = 503
+    # werkzeug's 503 would send this as Retry-After; Toucan's hint stays server-side.
+    retry_after = None
 
 
 class ToucanRateLimited(ToucanUnavailable):

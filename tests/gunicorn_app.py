@@ -1,0 +1,57 @@
+"""A small app for the multi-process tests, configured from the environment."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask, jsonify, render_template_string, request
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
+
+from flask_toucan import Toucan, ToucanUser
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        TOUCAN_API_KEY=os.environ["TEST_TOUCAN_KEY"],
+        TOUCAN_BASE_URL=os.environ["TEST_TOUCAN_URL"],
+        TOUCAN_CACHE_CONFIG={
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_REDIS_URL": os.environ["TEST_REDIS_URL"],
+        },
+        TOUCAN_CACHE_KEY_PREFIX=os.environ.get("TEST_PREFIX", "toucan:"),
+        TOUCAN_MIN_TOKEN_TTL=int(os.environ.get("TEST_MIN_TTL", "300")),
+        TOUCAN_MAX_RETRIES=int(os.environ.get("TEST_MAX_RETRIES", "0")),
+        TOUCAN_REFRESH_AHEAD=float(os.environ.get("TEST_REFRESH_AHEAD", "0.5")),
+        TOUCAN_LOCK_WAIT=float(os.environ.get("TEST_LOCK_WAIT", "5")),
+    )
+    toucan = Toucan(app)
+
+    @toucan.user_loader
+    def load() -> ToucanUser | None:
+        user = request.args.get("user")
+        if not user:
+            return None
+        return ToucanUser(user, attributes={"tenant": request.args.get("tenant", "t-" + user)})
+
+    @app.after_request
+    def worker_id(response: Response) -> Response:
+        response.headers["X-Worker"] = str(os.getpid())
+        return response
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.get("/page")
+    @toucan.inject_token
+    def page() -> str:
+        return render_template_string("{{ toucan_dashboard('d') }}")
+
+    @app.get("/token")
+    @toucan.inject_token
+    def token() -> ResponseReturnValue:
+        return jsonify(toucan.get_token().to_dict())
+
+    return app

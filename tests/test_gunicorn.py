@@ -1,0 +1,82 @@
+"""Real gunicorn workers sharing Redis: one mint per identity however many processes ask."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from flask_toucan.testing import FakeToucan, decode_fake_token
+
+from .conftest import API_KEY
+from .servers import Gunicorn, RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gunicorn(fake: FakeToucan, redis_server: RedisServer) -> Iterator[Gunicorn]:
+    server = Gunicorn(
+        {
+            "TEST_TOUCAN_KEY": API_KEY,
+            "TEST_TOUCAN_URL": fake.url,
+            "TEST_REDIS_URL": redis_server.url,
+            "TEST_PREFIX": f"g-{uuid.uuid4().hex[:8]}:",
+        },
+        workers=4,
+        threads=8,
+    )
+    yield server
+    log = server.stop()
+    assert API_KEY not in log
+    assert "Traceback" not in log, log
+
+
+def fire(url: str, params: list[dict[str, str]]) -> list[requests.Response]:
+    barrier = threading.Barrier(len(params))
+    session_local = threading.local()
+
+    def one(p: dict[str, str]) -> requests.Response:
+        session = getattr(session_local, "s", None) or requests.Session()
+        session_local.s = session
+        barrier.wait()
+        return session.get(url, params=p, timeout=30)
+
+    with ThreadPoolExecutor(len(params)) as pool:
+        return list(pool.map(one, params))
+
+
+def test_200_concurrent_first_requests_one_mint(gunicorn: Gunicorn, fake: FakeToucan) -> None:
+    fake.delay = 0.3  # a mint takes a while, so the requests really overlap
+    responses = fire(gunicorn.url + "/token", [{"user": "alice"}] * 200)
+    assert [r.status_code for r in responses] == [200] * 200
+    tokens = {r.json()["token"] for r in responses}
+    assert len(tokens) == 1
+    assert decode_fake_token(tokens.pop())["sub"] == "alice"
+    assert len(fake.mints) == 1
+    # The work really was spread over several worker processes.
+    assert len({r.headers.get("X-Worker") for r in responses}) >= 2
+
+
+def test_20_users_times_10_requests_20_mints(gunicorn: Gunicorn, fake: FakeToucan) -> None:
+    fake.delay = 0.2
+    params = [{"user": f"user-{i}"} for i in range(20)] * 10
+    responses = fire(gunicorn.url + "/token", params)
+    assert all(r.status_code == 200 for r in responses)
+    for p, r in zip(params, responses, strict=True):
+        claims = decode_fake_token(r.json()["token"])
+        assert claims["sub"] == p["user"]
+        assert claims["attributes"] == {"tenant": "t-" + p["user"]}
+    assert len(fake.mints) == 20
+    assert sorted(r.json["user"]["distinctId"] for r in fake.mints) == sorted(
+        f"user-{i}" for i in range(20)
+    )
