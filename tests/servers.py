@@ -94,7 +94,9 @@ class Gunicorn:
     def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix="gunicorn-", suffix=".log", delete=False
+        )
         self.process = subprocess.Popen(
             [
                 sys.executable,
