@@ -41,6 +41,7 @@ class RecordedRequest:
     body: bytes
     received_at: float
     status: int = 0
+    minted: bool = False
 
     @property
     def json(self) -> Any:
@@ -223,8 +224,8 @@ class FakeToucan:
 
     @property
     def mints(self) -> list[RecordedRequest]:
-        """Requests that were answered with a token."""
-        return [r for r in self.requests if r.status == 200]
+        """Requests that were answered with a real token (not a simulated failure)."""
+        return [r for r in self.requests if r.minted]
 
     # -- internals --------------------------------------------------------
 
@@ -255,7 +256,11 @@ class FakeToucan:
             time.sleep(delay)
         response = self._answer(request, body, failure)
         with self._lock:
-            self.requests[index] = replace(self.requests[index], status=response.status_code)
+            self.requests[index] = replace(
+                self.requests[index],
+                status=response.status_code,
+                minted=failure is None and response.status_code == 200,
+            )
         if failure is not None and failure.drip:
             return self._drip(response, failure.drip)
         return response
