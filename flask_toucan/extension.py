@@ -139,7 +139,8 @@ class Toucan:
             "CACHE_KEY_PREFIX": "",  # TOUCAN_CACHE_KEY_PREFIX already namespaces our keys
         }
         config.update(settings.cache_config or {})
-        if "Redis" in str(config["CACHE_TYPE"]) and not config.get("CACHE_OPTIONS"):
+        plain_redis = str(config["CACHE_TYPE"]).rsplit(".", 1)[-1] in ("RedisCache", "redis")
+        if plain_redis and not config.get("CACHE_OPTIONS"):
             # A Redis that hangs must not hang page views: fail fast, mint directly.
             config["CACHE_OPTIONS"] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
         cache = Cache(config=config)

@@ -89,31 +89,32 @@ class RedisServer:
 
 
 class Gunicorn:
-    """gunicorn serving tests/gunicorn_app.py with real worker processes."""
+    """gunicorn serving a test or example app with real worker processes."""
 
-    def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 4,
+        threads: int = 8,
+        app: str = "tests.gunicorn_app:create_app()",
+        health: str = "/health",
+        config: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="gunicorn-", suffix=".log", delete=False
         )
+        command = [sys.executable, "-m", "gunicorn"]
+        if config:
+            command += ["--config", config]
+        command += [
+            "--workers", str(workers), "--threads", str(threads),
+            "--bind", f"127.0.0.1:{self.port}", "--backlog", "512",
+            "--graceful-timeout", "2", app,
+        ]  # fmt: skip
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--backlog",
-                "512",
-                "--graceful-timeout",
-                "2",
-                "tests.gunicorn_app:create_app()",
-            ],
+            command,
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=self.log,
@@ -121,7 +122,7 @@ class Gunicorn:
         )
         import requests
 
-        _wait(lambda: requests.get(self.url + "/health", timeout=1).ok, 30, "gunicorn")
+        _wait(lambda: requests.get(self.url + health, timeout=1).ok, 30, "gunicorn")
 
     def stop(self) -> str:
         self.process.terminate()
