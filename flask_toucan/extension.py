@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from . import jinja
 from .cache import CacheBackend, TokenCache
+from .cli import toucan_cli
 from .client import TokenClient
 from .errors import ToucanConfigError, ToucanUserRequired
 from .settings import Settings, apply_defaults, read_settings
@@ -120,6 +121,7 @@ class Toucan:
         # CSRFProtect may be set up before or after us; cover both orders.
         exempt_from_csrf(app)
         app.before_request(lambda: exempt_from_csrf(current_app))
+        app.cli.add_command(toucan_cli)
         app.add_template_global(self.script, "toucan_script")
         app.add_template_global(self.dashboard, "toucan_dashboard")
         app.add_template_global(self.chart, "toucan_chart")
