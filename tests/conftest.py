@@ -67,8 +67,17 @@ class _RecordAll(logging.Handler):
 
 
 @pytest.fixture(autouse=True)
-def no_secret_in_logs() -> Iterator[_RecordAll]:
-    """Every test: nothing logged at any level, by any logger, holds the API key."""
+def no_secret_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordAll]:
+    """Every test: nothing logged at any level, by any logger, holds the API key or a token."""
+    issued: list[str] = []
+    original_issue = FakeToucan._issue
+
+    def recording_issue(self: FakeToucan, payload: dict[str, Any]) -> str:
+        token = original_issue(self, payload)
+        issued.append(token)
+        return token
+
+    monkeypatch.setattr(FakeToucan, "_issue", recording_issue)
     handler = _RecordAll()
     root = logging.getLogger()
     old_level = root.level
@@ -83,6 +92,8 @@ def no_secret_in_logs() -> Iterator[_RecordAll]:
     for record in handler.records:
         text = formatter.format(record)
         assert_no_secret(text, f"log record of {record.name}")
+        for token in issued:
+            assert token not in text, f"a token leaked into a log record of {record.name}"
 
 
 @pytest.fixture
