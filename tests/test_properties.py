@@ -125,7 +125,7 @@ def test_hostile_values_round_trip_through_every_helper(
     tags = [t for t, _ in parser.elements]
     assert tags == ["tc-dashboard", "tc-dashboard", "tc-ai-assistant", "script", "script"]
     expected = {"data-theme": theme, "style": style, "class": klass, "title": title}
-    for tag, attrs in parser.elements[:3]:
+    for _tag, attrs in parser.elements[:3]:
         for name, value in expected.items():
             assert attrs[name] == value
         allowed = {"auth-token", "server-url", "data-toucan-expires-at", *expected}
