@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import secrets
 import socket
 import threading
@@ -144,12 +145,19 @@ class FakeToucan:
         token_path: str = TOKEN_PATH,
         delay: float = 0.0,
         host: str = "127.0.0.1",
+        failure_rate: float = 0.0,
+        failure_status: int = 503,
+        seed: int | None = None,
     ) -> None:
         self.api_key = api_key or "fake-" + secrets.token_urlsafe(16)
         self.expires_in = expires_in
         self.token_path = token_path
         self.delay = delay
         self.host = host
+        #: Share of requests (beyond those queued with fail()) answered with failure_status.
+        self.failure_rate = failure_rate
+        self.failure_status = failure_status
+        self.random = random.Random(seed)
         self.requests: list[RecordedRequest] = []
         self.connections = 0
         self.tokens_issued: list[str] = []
@@ -237,7 +245,11 @@ class FakeToucan:
 
     def _next_failure(self) -> Failure | None:
         with self._lock:
-            return self._failures.popleft() if self._failures else None
+            if self._failures:
+                return self._failures.popleft()
+            if self.failure_rate and self.random.random() < self.failure_rate:
+                return Failure(status=self.failure_status)
+            return None
 
     def _record(
         self, method: str, path: str, headers: dict[str, str], body: bytes, status: int
