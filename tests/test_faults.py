@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -150,3 +152,36 @@ def test_odd_expires_in_gives_a_short_token_not_cached(
     # Assumed short (60 s < TOUCAN_MIN_TOKEN_TTL): used once, never cached.
     assert len(fake.mints) == len(ENTRY_POINTS)
     assert any("expiresIn" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full, so new connections hang (a connect timeout)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    yield port
+    for s in [*fillers, server]:
+        s.close()
+
+
+def test_connect_timeout_everywhere(make_app: Callable[..., Flask], unanswered_port: int) -> None:
+    app = make_app(
+        TOUCAN_BASE_URL=f"http://127.0.0.1:{unanswered_port}",
+        TOUCAN_MAX_RETRIES=RETRIES,
+        TOUCAN_TIMEOUT=(0.3, 5),
+    )
+    for entry in ENTRY_POINTS:
+        started = time.monotonic()
+        assert call(app, entry) == 503
+        # Bounded by the connect timeout of each attempt, not by the 5 s read timeout.
+        assert time.monotonic() - started < (1 + RETRIES) * 0.3 + 1.5
