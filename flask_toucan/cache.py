@@ -33,12 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from cachelib import SimpleCache
-
 from .errors import ToucanError
 from .tokens import EmbedToken, now
 
-__all__ = ["CacheBackend", "TokenCache"]
+__all__ = ["CacheBackend", "FrontCache", "TokenCache"]
 
 logger = logging.getLogger("flask_toucan")
 
@@ -84,6 +82,44 @@ class _KeyLocks:
         return len(self._locks)
 
 
+class FrontCache:
+    """A small bounded in-process map of key → (deadline, EmbedToken).
+
+    Not cachelib's SimpleCache: that one pickles every value, which costs more
+    than the rest of a warm page view's token handling together. Entries are
+    EmbedToken objects (immutable), evicted oldest-first when full.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: dict[str, tuple[float, EmbedToken]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> EmbedToken | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def set(self, key: str, token: EmbedToken, ttl: float) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            while len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = (time.monotonic() + ttl, token)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenCache:
     """Hands out cached tokens with at least ``min_ttl`` seconds left, minting otherwise."""
 
@@ -106,11 +142,8 @@ class TokenCache:
         self.lock_timeout = lock_timeout
         self.lock_wait = lock_wait
         self.front_ttl = front_ttl
-        # An in-process backend is its own front cache.
-        self.front: SimpleCache | None = (
-            SimpleCache(threshold=front_size, default_timeout=int(front_ttl) or 1)
-            if front_ttl > 0 and front_size > 0 and not isinstance(backend, SimpleCache)
-            else None
+        self.front: FrontCache | None = (
+            FrontCache(front_size) if front_ttl > 0 and front_size > 0 else None
         )
         self._backend_cooldown = backend_cooldown
         self._backend_down_until = 0.0
@@ -142,7 +175,7 @@ class TokenCache:
         if self.front is None:
             return None
         token = self.front.get(key)
-        return token if isinstance(token, EmbedToken) and self.usable(token) else None
+        return token if token is not None and self.usable(token) else None
 
     def _shared_get(self, key: str) -> EmbedToken | None:
         data = self._call("read", lambda: self.backend.get(key))
@@ -169,9 +202,9 @@ class TokenCache:
     def _front_put(self, key: str, token: EmbedToken) -> None:
         if self.front is None:
             return
-        timeout = min(self.front_ttl, token.expires_at_epoch - now() - self.min_ttl)
-        if timeout >= 1:
-            self.front.set(key, token, timeout=int(timeout))
+        ttl = min(self.front_ttl, token.expires_at_epoch - now() - self.min_ttl)
+        if ttl > 0:
+            self.front.set(key, token, ttl)
 
     def delete(self, key: str) -> None:
         """Forget ``key`` here and in the shared backend (other processes' front

@@ -8,7 +8,16 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-from flask import Flask, Response, current_app, g, has_app_context, has_request_context, url_for
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+    url_for,
+)
 from flask_caching import Cache
 from markupsafe import Markup
 
@@ -46,6 +55,10 @@ class _AppState:
         self._client: TokenClient | None = None
         self._pid = 0
         self.preview_fake: Any = None  # a FakeToucan in preview mode
+        self._key_fingerprint = key_fingerprint(settings.api_key or "preview")
+        self._key_base = "preview:" if settings.preview else settings.base_url
+        self._urls: dict[tuple[Any, ...], str] = {}
+        self.script_memo: tuple[tuple[Any, ...] | None, Markup] = (None, Markup(""))
 
     def client(self) -> TokenClient:
         # Built on first use in each process: a requests.Session (or the preview
@@ -78,9 +91,15 @@ class _AppState:
 
     def key_for(self, user: ToucanUser) -> str:
         s = self.settings
-        fingerprint = key_fingerprint(s.api_key or "preview")
-        base = "preview:" if s.preview else s.base_url
-        return cache_key(s.cache_key_prefix, base, fingerprint, user)
+        return cache_key(s.cache_key_prefix, self._key_base, self._key_fingerprint, user)
+
+    def url(self, endpoint: str, **values: str) -> str:
+        """``url_for`` memoised per script root: these URLs never change within an app."""
+        memo_key = (request.script_root, endpoint, *sorted(values.items()))
+        found = self._urls.get(memo_key)
+        if found is None:
+            found = self._urls[memo_key] = url_for(endpoint, **values)
+        return found
 
 
 class Toucan:
@@ -294,22 +313,28 @@ class Toucan:
         state = self._state()
         nonce = _csp_nonce()
         if state.settings.preview:
-            src = url_for("toucan.static", filename="toucan-preview.js")
+            src = state.url("toucan.static", filename="toucan-preview.js")
         else:
             src = state.settings.script_url
+        server_now = int(now())
+        memo_key = (request.script_root, nonce, server_now) if not attrs else None
+        if memo_key is not None and state.script_memo[0] == memo_key:
+            return state.script_memo[1]  # same tags as the last page this second
         extra = {jinja.attribute_name(k): v for k, v in attrs.items()}
         html = jinja.script_html(src, nonce, extra)
         if state.settings.refresh:
             html += jinja.script_html(
-                url_for("toucan.static", filename="toucan-refresh.js"),
+                state.url("toucan.static", filename="toucan-refresh.js"),
                 nonce,
                 {
-                    "data-toucan-refresh": url_for("toucan.refresh_token"),
+                    "data-toucan-refresh": state.url("toucan.refresh_token"),
                     "data-strategy": state.settings.refresh_strategy,
                     "data-margin": state.settings.min_token_ttl,
-                    "data-server-now": int(now()),
+                    "data-server-now": server_now,
                 },
             )
+        if memo_key is not None:
+            state.script_memo = (memo_key, html)
         return html
 
     def dashboard(self, dashboard_id: str, /, **attrs: object) -> Markup:
@@ -349,7 +374,12 @@ def _token_context() -> dict[str, Any]:
 
 def _no_store_when_token_sent(response: Response) -> Response:
     if g.get("_toucan_no_store"):
-        response.headers["Cache-Control"] = "private, no-store"
-        response.headers.pop("Expires", None)
-        response.vary.add("Cookie")
+        headers = response.headers
+        headers["Cache-Control"] = "private, no-store"
+        headers.pop("Expires", None)
+        vary = headers.get("Vary")
+        if not vary:
+            headers["Vary"] = "Cookie"
+        elif "cookie" not in vary.lower():
+            headers["Vary"] = vary + ", Cookie"
     return response
