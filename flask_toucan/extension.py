@@ -93,7 +93,7 @@ class _AppState:
         s = self.settings
         return cache_key(s.cache_key_prefix, self._key_base, self._key_fingerprint, user)
 
-    def url(self, endpoint: str, **values: str) -> str:
+    def url(self, endpoint: str, **values: Any) -> str:
         """``url_for`` memoised per script root: these URLs never change within an app."""
         memo_key = (request.script_root, endpoint, *sorted(values.items()))
         found = self._urls.get(memo_key)
