@@ -1,0 +1,374 @@
+"""The benchmark scenarios. Every comparison is measured side by side in one run."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask
+from tqdm import tqdm
+
+from flask_toucan import EmbedToken, ToucanUser
+from flask_toucan.client import TokenClient
+from flask_toucan.testing import FakeToucan
+from tests.servers import Gunicorn, RedisServer
+
+from .app import create_app
+
+API_KEY = "bench-key"
+
+
+@dataclass
+class Sizes:
+    """How much work each scenario does; ``quick`` is for the smoke test."""
+
+    rounds: int = 25
+    batch: int = 200
+    server_rounds: int = 8
+    server_batch: int = 200
+    views: int = 2000
+    users: tuple[int, ...] = (1, 100, 1000)
+    stampede: tuple[int, ...] = (10, 100, 500)
+    growth: tuple[int, ...] = (1, 1_000, 100_000)
+    rollover_lifetime: int = 4
+    rollover_seconds: float = 16.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            rounds=3,
+            batch=20,
+            server_rounds=2,
+            server_batch=20,
+            views=60,
+            users=(1, 10),
+            stampede=(5, 20),
+            growth=(1, 100, 1000),
+            rollover_lifetime=3,
+            rollover_seconds=5.0,
+        )
+
+
+@dataclass
+class Results:
+    latency: float
+    sizes: Sizes
+    hotpath: dict[str, dict[str, float]] = field(default_factory=dict)
+    naive_vs_ours: list[dict[str, Any]] = field(default_factory=list)
+    stampede: list[dict[str, Any]] = field(default_factory=list)
+    connections: dict[str, int] = field(default_factory=dict)
+    growth: list[dict[str, Any]] = field(default_factory=list)
+    rollover: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "p25": q[0], "p75": q[2], "n": len(values)}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+@contextmanager
+def fake_toucan(latency: float, **kwargs: Any) -> Iterator[FakeToucan]:
+    with FakeToucan(api_key=API_KEY, delay=latency, **kwargs) as fake:
+        yield fake
+
+
+def env_for(fake: FakeToucan, **extra: str) -> dict[str, str]:
+    return {
+        "BENCH_TOUCAN_URL": fake.url,
+        "BENCH_TOUCAN_KEY": API_KEY,
+        "BENCH_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+        **extra,
+    }
+
+
+# -- 1. hot path -----------------------------------------------------------
+
+
+def interleaved(run_a: Callable[[], float], run_b: Callable[[], float], rounds: int) -> list[float]:
+    """Ratios a/b of batch times, measured ABAB so drift hits both sides alike."""
+    ratios = []
+    for _ in range(rounds):
+        a = run_a() + run_a()
+        b = run_b() + run_b()
+        ratios.append(a / b)
+    return ratios
+
+
+def hotpath_wsgi(app: Flask, rounds: int, batch: int) -> dict[str, float]:
+    client = app.test_client()
+
+    def batch_of(path: str) -> Callable[[], float]:
+        def run() -> float:
+            started = time.perf_counter()
+            for _ in range(batch):
+                response = client.get(path)
+                assert response.status_code == 200
+            return time.perf_counter() - started
+
+        return run
+
+    for path in ("/page", "/baseline"):  # warm-up: token minted, templates compiled
+        batch_of(path)()
+    return spread(interleaved(batch_of("/page"), batch_of("/baseline"), rounds))
+
+
+def hotpath_server(url: str, rounds: int, batch: int, clients: int = 4) -> dict[str, float]:
+    sessions = [requests.Session() for _ in range(clients)]
+
+    def batch_of(path: str) -> Callable[[], float]:
+        def worker(session: requests.Session) -> None:
+            for _ in range(batch // clients):
+                assert session.get(url + path, timeout=10).status_code == 200
+
+        def run() -> float:
+            started = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(worker, sessions))
+            return time.perf_counter() - started
+
+        return run
+
+    for path in ("/page", "/baseline"):
+        batch_of(path)()
+    return spread(interleaved(batch_of("/page"), batch_of("/baseline"), rounds))
+
+
+def bench_hotpath(results: Results, redis: RedisServer, bar: tqdm) -> None:
+    s = results.sizes
+    with fake_toucan(results.latency) as fake:
+        configs = {
+            "SimpleCache": {},
+            "Redis, no front cache": {"BENCH_REDIS_URL": redis.url, "BENCH_FRONT_TTL": "0"},
+            "Redis + front cache": {"BENCH_REDIS_URL": redis.url},
+        }
+        for name, extra in configs.items():
+            app = create_app(env_for(fake, **extra))
+            results.hotpath[f"WSGI · {name}"] = hotpath_wsgi(app, s.rounds, s.batch)
+            bar.update(1)
+        for name in ("SimpleCache", "Redis + front cache"):
+            server = Gunicorn(
+                env_for(fake, **configs[name]),
+                workers=2,
+                threads=4,
+                app="benchmarks.app:create_app()",
+            )
+            try:
+                results.hotpath[f"gunicorn · {name}"] = hotpath_server(
+                    server.url, s.server_rounds, s.server_batch
+                )
+            finally:
+                server.stop()
+            bar.update(1)
+
+
+# -- 2. against the hand-written integration --------------------------------
+
+
+def page_views(app: Flask, path: str, users: int, views: int, threads: int = 8) -> list[float]:
+    timings: list[float] = []
+    lock = threading.Lock()
+    plan = [f"user-{i % users}" for i in range(views)]
+
+    def one(user: str) -> None:
+        client = app.test_client()
+        started = time.perf_counter()
+        response = client.get(path, query_string={"user": user})
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200
+        with lock:
+            timings.append(elapsed)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, plan))
+    return timings
+
+
+def bench_naive_vs_ours(results: Results, bar: tqdm) -> None:
+    s = results.sizes
+    for users in s.users:
+        for name, path in (("hand-written", "/naive"), ("flask_toucan", "/page")):
+            with fake_toucan(results.latency) as fake:
+                app = create_app(env_for(fake))
+                timings = page_views(app, path, users, s.views)
+                calls = len(fake.requests)
+            results.naive_vs_ours.append(
+                {
+                    "users": users,
+                    "integration": name,
+                    "p50_ms": percentile(timings, 50) * 1000,
+                    "p99_ms": percentile(timings, 99) * 1000,
+                    "calls_per_1000": calls / s.views * 1000,
+                    "calls_per_user": calls / users,
+                }
+            )
+            bar.update(1)
+
+
+# -- 3. stampede -------------------------------------------------------------
+
+
+def fire(url: str, n: int, user: str) -> None:
+    barrier = threading.Barrier(n)
+
+    def one(_: int) -> int:
+        barrier.wait()
+        return requests.get(url, params={"user": user}, timeout=60).status_code
+
+    with ThreadPoolExecutor(n) as pool:
+        statuses = list(pool.map(one, range(n)))
+    assert statuses == [200] * n, statuses
+
+
+def bench_stampede(results: Results, redis: RedisServer, bar: tqdm) -> None:
+    s = results.sizes
+    variants = [
+        ("hand-written", "/naive", {}),
+        ("flask_toucan, per-process cache", "/page", {}),
+        ("flask_toucan, Redis single-flight", "/page", {"BENCH_REDIS_URL": redis.url}),
+    ]
+    with fake_toucan(results.latency) as fake:
+        for name, path, extra in variants:
+            server = Gunicorn(
+                env_for(fake, **extra), workers=4, threads=8, app="benchmarks.app:create_app()"
+            )
+            try:
+                for n in s.stampede:
+                    before = len(fake.requests)
+                    fire(server.url + path, n, f"stampede-{uuid.uuid4().hex[:6]}")
+                    results.stampede.append(
+                        {"variant": name, "n": n, "calls": len(fake.requests) - before}
+                    )
+                    bar.update(1)
+            finally:
+                server.stop()
+
+
+# -- 4. connection reuse ------------------------------------------------------
+
+
+def bench_connections(results: Results, bar: tqdm) -> None:
+    user = ToucanUser("conn", attributes={"tenant": "t"})
+    with fake_toucan(0.0) as fake:
+        for _ in range(100):
+            requests.post(
+                fake.url + "/embed/generate-token",
+                json=user.to_payload(),
+                headers={"x-api-key": API_KEY},
+                timeout=10,
+            ).raise_for_status()
+        results.connections["hand-written (requests.post)"] = fake.connections
+    with fake_toucan(0.0) as fake:
+        client = TokenClient(fake.url, API_KEY)
+        for _ in range(100):
+            client.mint(user)
+        results.connections["flask_toucan (TokenClient)"] = fake.connections
+    bar.update(1)
+
+
+# -- 5. growth ---------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import resource
+
+    return pages * resource.getpagesize() / 2**20
+
+
+def bench_growth(results: Results, bar: tqdm) -> None:
+    with fake_toucan(0.0) as fake:
+        app = create_app(env_for(fake))
+        state = app.extensions["toucan"]
+        toucan = state.toucan
+        backend = state.cache.backend
+        filled = 0
+        warm = ToucanUser("user-0", attributes={"tenant": "t-user-0", "region": "EU"})
+        for target in results.sizes.growth:
+            # Fill with distinct identities through the real cache code; minting is
+            # a local stand-in here (100,000 HTTP mints would dominate the run).
+            with app.app_context():
+                while filled < target:
+                    user = ToucanUser(f"user-{filled}", attributes={"tenant": f"t-{filled}"})
+                    state.cache.get_or_mint(
+                        state.key_for(user),
+                        lambda: EmbedToken.from_lifetime("tok", 3600, time.time()),
+                    )
+                    filled += 1
+                toucan.get_token(warm)
+                n = 20_000
+                started = time.perf_counter()
+                for _ in range(n):
+                    toucan.get_token(warm)
+                cost = (time.perf_counter() - started) / n
+            results.growth.append(
+                {
+                    "users": target,
+                    "get_token_us": cost * 1e6,
+                    "rss_mb": rss_mb(),
+                    "backend_entries": len(getattr(backend, "_cache", {})),
+                    "front_entries": len(state.cache.front or []),
+                }
+            )
+            bar.update(1)
+
+
+# -- 6. refresh-ahead --------------------------------------------------------
+
+
+def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
+    s = results.sizes
+    for label, share in (("refresh-ahead 0.5", "0.5"), ("refresh-ahead off", "0")):
+        with fake_toucan(results.latency, expires_in=s.rollover_lifetime) as fake:
+            env = env_for(
+                fake, BENCH_REDIS_URL=redis.url, BENCH_REFRESH_AHEAD=share, BENCH_MIN_TTL="1"
+            )
+            clients = [create_app(env).test_client() for _ in range(2)]
+            clients[0].get("/page")
+            waited = views = 0
+            deadline = time.monotonic() + s.rollover_seconds
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                assert clients[views % 2].get("/page").status_code == 200
+                if time.perf_counter() - started >= results.latency * 0.8:
+                    waited += 1
+                views += 1
+                time.sleep(0.005)
+            results.rollover[label] = {
+                "views": views,
+                "waited": waited,
+                "share_waited": waited / views,
+                "mints": len(fake.mints),
+            }
+        bar.update(1)
+
+
+def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
+    results = Results(latency=latency, sizes=sizes)
+    steps = 5 + 2 * len(sizes.users) + 3 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    redis = RedisServer().start()
+    try:
+        with tqdm(total=steps, desc="benchmarks", unit="step") as bar:
+            bench_connections(results, bar)
+            bench_hotpath(results, redis, bar)
+            bench_naive_vs_ours(results, bar)
+            bench_stampede(results, redis, bar)
+            bench_growth(results, bar)
+            bench_rollover(results, redis, bar)
+    finally:
+        redis.stop()
+    return results
