@@ -37,7 +37,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 UserLoader = Callable[[], "ToucanUser | Mapping[str, Any] | None"]
 
-_NOT_LOADED = object()
 EXTENSION_KEY = "toucan"
 
 
@@ -100,6 +99,32 @@ class _AppState:
         if found is None:
             found = self._urls[memo_key] = url_for(endpoint, **values)
         return found
+
+
+class _RequestState:
+    """What the extension keeps for one request, in ``g._toucan_request``.
+
+    One object instead of several ``g`` attributes: every ``g`` access goes
+    through a context-local proxy, and helpers run several times per page.
+    """
+
+    __slots__ = ("app_state", "loaded", "no_store", "token", "tokens", "user", "variant")
+
+    def __init__(self, app_state: _AppState) -> None:
+        self.app_state = app_state
+        self.loaded = False
+        self.user: ToucanUser | None = None
+        self.tokens: dict[str, EmbedToken] = {}
+        self.token: EmbedToken | None = None  # the decorated view's token
+        self.variant: tuple[ToucanUser, dict[str, Any]] | None = None
+        self.no_store = False
+
+
+def _current_request_state() -> _RequestState | None:
+    if not has_request_context():
+        return None
+    found: _RequestState | None = g.get("_toucan_request")
+    return found
 
 
 class Toucan:
@@ -195,25 +220,32 @@ class Toucan:
             )
         return state
 
+    def _request_state(self) -> _RequestState | None:
+        """This request's state (made on first use), or None outside a request."""
+        rs = _current_request_state()
+        if rs is None and has_request_context():
+            rs = _RequestState(self._state())
+            g._toucan_request = rs
+        elif rs is not None and rs.app_state.toucan is not self:
+            self._state()  # raises the "not initialised on this app" error
+        return rs
+
     def current_user(self) -> ToucanUser | None:
         """The request's user from the ``user_loader``, loaded at most once per request."""
-        if not has_request_context():
+        rs = self._request_state()
+        if rs is None:
             return None
-        user = g.get("_toucan_user", _NOT_LOADED)
-        if user is _NOT_LOADED:
+        if not rs.loaded:
             if self._user_loader is None:
                 raise ToucanConfigError(
                     "no user loader: decorate a function returning a ToucanUser "
                     "with @toucan.user_loader"
                 )
             loaded = self._user_loader()
-            state = self._state()
-            user = (
-                None if loaded is None else ToucanUser.coerce(loaded, state.settings.default_role)
-            )
-            g._toucan_user = user
-        assert user is None or isinstance(user, ToucanUser)
-        return user
+            default_role = rs.app_state.settings.default_role
+            rs.user = None if loaded is None else ToucanUser.coerce(loaded, default_role)
+            rs.loaded = True
+        return rs.user
 
     def _require_user(self) -> ToucanUser:
         user = self.current_user()
@@ -225,22 +257,21 @@ class Toucan:
         self, user: ToucanUser | Mapping[str, Any] | None = None, *, force: bool = False
     ) -> EmbedToken:
         """A token for ``user`` (default: the request's user), cached while it has life left."""
-        state = self._state()
+        rs = self._request_state()
+        state = rs.app_state if rs is not None else self._state()
         resolved = (
             self._require_user()
             if user is None
             else ToucanUser.coerce(user, state.settings.default_role)
         )
         key = state.key_for(resolved)
-        memo: dict[str, EmbedToken] | None = None
-        if has_request_context():
-            memo = g.setdefault("_toucan_tokens", {})
-            g._toucan_no_store = True
-            if not force and key in memo:
-                return memo[key]
+        if rs is not None:
+            rs.no_store = True
+            if not force and key in rs.tokens:
+                return rs.tokens[key]
         token = state.cache.get_or_mint(key, lambda: state.client().mint(resolved), force=force)
-        if memo is not None:
-            memo[key] = token
+        if rs is not None:
+            rs.tokens[key] = token
         return token
 
     def invalidate(self, user: ToucanUser | Mapping[str, Any]) -> None:
@@ -249,8 +280,9 @@ class Toucan:
         resolved = ToucanUser.coerce(user, state.settings.default_role)
         key = state.key_for(resolved)
         state.cache.delete(key)
-        if has_request_context():
-            g.get("_toucan_tokens", {}).pop(key, None)
+        rs = _current_request_state()
+        if rs is not None:
+            rs.tokens.pop(key, None)
 
     @overload
     def inject_token(self, view: Callable[P, R]) -> Callable[P, R]: ...
@@ -289,8 +321,11 @@ class Toucan:
                 if overrides:
                     user = user.replace(**overrides)
                 token = self.get_token(user)
+                rs = _current_request_state()
+                assert rs is not None
+                rs.token = token
+                rs.variant = (user, overrides) if overrides else None
                 g.toucan_token = token
-                g._toucan_variant = (user, overrides) if overrides else None
                 return func(*args, **kwargs)
 
             return wrapper
@@ -303,9 +338,9 @@ class Toucan:
 
     def current_token(self) -> EmbedToken:
         """``toucan_token()``: the decorated view's token, or the user's, minted lazily."""
-        token = g.get("toucan_token") if has_request_context() else None
-        if isinstance(token, EmbedToken):
-            return token
+        rs = self._request_state()
+        if rs is not None and rs.token is not None:
+            return rs.token
         return self.get_token()
 
     def script(self, **attrs: object) -> Markup:
@@ -350,9 +385,10 @@ class Toucan:
         return self._component("tc-ai-assistant", {}, attrs)
 
     def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
-        state = self._state()
+        rs = self._request_state()
+        state = rs.app_state if rs is not None else self._state()
         token = self.current_token()
-        variant = g.get("_toucan_variant") if has_request_context() else None
+        variant = rs.variant if rs is not None else None
         if variant is not None and state.settings.refresh:
             fixed = {**fixed, "data-toucan-variant": state.variants.sign(*variant)}
         return jinja.component_html(tag, token, state.settings.server_url, fixed, attrs)
@@ -368,12 +404,13 @@ def _csp_nonce() -> str | None:
 
 
 def _token_context() -> dict[str, Any]:
-    token = g.get("toucan_token")
-    return {"toucan_token": token} if isinstance(token, EmbedToken) else {}
+    rs = _current_request_state()
+    return {"toucan_token": rs.token} if rs is not None and rs.token is not None else {}
 
 
 def _no_store_when_token_sent(response: Response) -> Response:
-    if g.get("_toucan_no_store"):
+    rs = _current_request_state()
+    if rs is not None and rs.no_store:
         headers = response.headers
         headers["Cache-Control"] = "private, no-store"
         headers.pop("Expires", None)
