@@ -180,7 +180,7 @@ class Toucan:
             # own methods, which resolve the backend in the app context.
             return self._cache
         config: dict[str, Any] = {
-            "CACHE_TYPE": "SimpleCache",
+            "CACHE_TYPE": "flask_toucan.cache.TokenSimpleCache",
             "CACHE_THRESHOLD": 10_000,
             "CACHE_KEY_PREFIX": "",  # TOUCAN_CACHE_KEY_PREFIX already namespaces our keys
         }

@@ -352,3 +352,27 @@ def test_demo_screenshot_shows_refreshed_token(
     page.screenshot(path=str(shot))
     assert 0 < shot.stat().st_size < 500_000
     context.close()
+
+
+def test_late_timer_after_sleep_renews_at_once(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    app = browser_app(short_fake)
+    server = serve(app)
+    context = browser.new_context()
+    context.add_init_script(RECORD_EVENTS)
+    page = context.new_page()
+    page.clock.install()
+    page.goto(server.url + "/login/alice")
+    page.wait_for_selector("tc-dashboard")
+    # "Close the lid": the page's timers stop while real time (and the token) runs on.
+    page.clock.pause_at(page.evaluate("Date.now()") + 100)
+    time.sleep(LIFETIME - MARGIN + 1.5)
+    assert app.extensions["refresh_statuses"] == [], "a timer fired while asleep"
+    first = tokens_of(page)[-1]["token"]
+    # "Open the lid": time jumps ahead, the overdue timer fires once, late.
+    page.clock.fast_forward(LIFETIME * 1000)
+    page.clock.resume()
+    wait_for(lambda: tokens_of(page)[-1]["token"] != first, 3, "an immediate renewal")
+    assert app.extensions["refresh_statuses"][0] == 200
+    context.close()

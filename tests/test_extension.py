@@ -497,3 +497,24 @@ def test_cache_config_dict_is_honoured(make_app: Callable[..., Flask], fake: Fak
     client.get("/page", headers={"X-User": "alice"})
     client.get("/page", headers={"X-User": "alice"})
     assert len(fake.mints) == 2
+
+
+def test_default_backend_stays_bounded(make_app: Callable[..., Flask], clock: Clock) -> None:
+    app = make_app(TOUCAN_CACHE_CONFIG={"CACHE_THRESHOLD": 100}, TOUCAN_FRONT_CACHE_SIZE=10)
+    state = app.extensions["toucan"]
+    minted: list[str] = []
+
+    def mint() -> EmbedToken:
+        minted.append("x")
+        return EmbedToken.from_lifetime(f"t{len(minted)}", 3600, clock())
+
+    with app.app_context():
+        for i in range(1000):
+            state.cache.get_or_mint(state.key_for(ToucanUser(f"u{i}")), mint)
+        backend = state.cache.backend
+        assert 90 <= len(backend._cache) <= 100
+        assert len(state.cache.front) == 10
+        # The newest identities are still cached: no new mint for them.
+        for i in range(950, 1000):
+            state.cache.get_or_mint(state.key_for(ToucanUser(f"u{i}")), mint)
+    assert len(minted) == 1000
