@@ -23,7 +23,7 @@ function start(script) {
 
   const groups = new Map(); // variant reference ("" = default) -> state
   const waiting = new Set(); // groups due while another request was in flight
-  let inFlight = false;
+  let inFlight = null; // the group whose request is under way
   let stopped = false;
 
   const toClient = (serverEpochSeconds) => serverEpochSeconds * 1000 - skewMs;
@@ -106,12 +106,12 @@ function start(script) {
   }
 
   async function renew(group) {
-    if (stopped) return;
+    if (stopped || inFlight === group) return; // already being renewed
     if (inFlight) {
       waiting.add(group);
       return;
     }
-    inFlight = true;
+    inFlight = group;
     clearTimeout(group.timer);
     let response = null;
     let data = null;
@@ -131,7 +131,7 @@ function start(script) {
     } catch (error) {
       data = null;
     }
-    inFlight = false;
+    inFlight = null;
     if (data && typeof data.token === "string" && Number(data.expiresIn) > 0) {
       succeeded(group, data);
     } else if (response && (response.status === 401 || response.status === 403)) {
@@ -142,7 +142,8 @@ function start(script) {
     const next = waiting.values().next().value;
     if (next) {
       waiting.delete(next);
-      renew(next);
+      // It may have been served meanwhile (a newer token adopted from a fragment).
+      if (Date.now() >= next.dueAt) renew(next);
     }
   }
 
