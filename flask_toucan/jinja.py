@@ -66,7 +66,7 @@ def component_html(
     attrs["auth-token"] = token.value
     attrs["server-url"] = server_url
     # Tokens are opaque, so the refresh controller learns the expiry from here.
-    attrs["data-toucan-expires-at"] = int(token.expires_at_epoch)
+    attrs["data-toucan-expires-at"] = _epoch(token.expires_at_epoch)
     for key, value in extra.items():
         name = attribute_name(key)
         if name in RESERVED:
@@ -74,6 +74,11 @@ def component_html(
         attrs[name] = value
     # tag is one of our own constants; the attributes come back escaped.
     return Markup("".join(("<", tag, html_attributes(attrs), "></", tag, ">")))  # noqa: S704
+
+
+def _epoch(seconds: float) -> str:
+    """Epoch seconds with millisecond precision, for the refresh controller."""
+    return format(seconds, ".3f")
 
 
 def script_html(src: str, nonce: str | None, extra: Mapping[str, object] | None = None) -> Markup:

@@ -27,7 +27,7 @@ function start(script) {
   let stopped = false;
 
   const toClient = (serverEpochSeconds) => serverEpochSeconds * 1000 - skewMs;
-  const toServer = (clientMs) => Math.floor((clientMs + skewMs) / 1000);
+  const toServer = (clientMs) => ((clientMs + skewMs) / 1000).toFixed(3);
   const variantOf = (el) => el.getAttribute("data-toucan-variant") || "";
 
   function emit(name, detail) {
@@ -71,9 +71,10 @@ function start(script) {
     if (stopped) return;
     let wait = delayMs;
     if (wait === undefined) {
-      // Renew between 80% and 100% of the lead before expiry; the jitter keeps
-      // many open tabs from renewing in the same second.
-      const lead = leadMs(group) * (0.8 + 0.2 * Math.random());
+      // Renew between 75% and 95% of the lead before expiry: inside the server's
+      // margin (so it mints rather than hands back the cached token), and
+      // jittered so many open tabs do not renew in the same second.
+      const lead = leadMs(group) * (0.75 + 0.2 * Math.random());
       wait = group.expiresAt - lead - Date.now();
     }
     wait = Math.max(0, wait);
@@ -149,7 +150,12 @@ function start(script) {
 
   function succeeded(group, data) {
     group.failures = 0;
-    const expiresAt = Date.now() + Number(data.expiresIn) * 1000;
+    // The absolute expiry (server clock, corrected for skew) is more precise
+    // than the whole seconds of expiresIn.
+    const absolute = Date.parse(data.expiresAt) - skewMs;
+    const expiresAt = Number.isFinite(absolute)
+      ? absolute
+      : Date.now() + Number(data.expiresIn) * 1000;
     if (data.token === group.token) {
       // Handed back the token we hold: the server still finds it fresh enough.
       // Ask again a little later instead of spinning.
