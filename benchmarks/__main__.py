@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .report import command_line, write_markdown, write_plot
+from .report import command_line, update_readme, write_markdown, write_plot
 from .run import Sizes, run_all
 
 PLOT = "benchmarks.png"
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(args.latency, Sizes.quick() if args.quick else Sizes(), args.out)
     write_plot(results, args.out, PLOT)
     path = write_markdown(results, args.out, command_line(), PLOT)
+    if args.out.resolve() == Path(__file__).parent.resolve():
+        update_readme(path, Path(__file__).parent.parent / "README.md")
     print(f"wrote {path} and {args.out / PLOT} in {time.monotonic() - started:.0f} s")
     return 0
 
