@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -24,10 +22,10 @@ from markupsafe import Markup
 from . import jinja
 from .cache import CacheBackend, TokenCache
 from .cli import toucan_cli
-from .client import TokenClient
 from .errors import ToucanConfigError, ToucanUserRequired
 from .settings import Settings, apply_defaults, read_settings
-from .tokens import EmbedToken, ToucanUser, cache_key, key_fingerprint, now
+from .state import AppState, RequestState
+from .tokens import EmbedToken, ToucanUser, now
 from .variants import TokenVariants
 from .views import create_blueprint, exempt_from_csrf
 
@@ -40,90 +38,19 @@ UserLoader = Callable[[], "ToucanUser | Mapping[str, Any] | None"]
 EXTENSION_KEY = "toucan"
 
 
-class _AppState:
-    """What the extension keeps for one app, in ``app.extensions["toucan"]``."""
-
-    def __init__(
-        self, toucan: Toucan, settings: Settings, cache: TokenCache, variants: TokenVariants
-    ) -> None:
-        self.toucan = toucan
-        self.settings = settings
-        self.cache = cache
-        self.variants = variants
-        self._lock = threading.Lock()
-        self._client: TokenClient | None = None
-        self._pid = 0
-        self.preview_fake: Any = None  # a FakeToucan in preview mode
-        self._key_fingerprint = key_fingerprint(settings.api_key or "preview")
-        self._key_base = "preview:" if settings.preview else settings.base_url
-        self._urls: dict[tuple[Any, ...], str] = {}
-        self.script_memo: tuple[tuple[Any, ...] | None, Markup] = (None, Markup(""))
-
-    def client(self) -> TokenClient:
-        # Built on first use in each process: a requests.Session (or the preview
-        # server's thread) made before a gunicorn fork must not be shared.
-        pid = os.getpid()
-        if self._client is None or self._pid != pid:
-            with self._lock:
-                if self._client is None or self._pid != pid:
-                    self._client = self._make_client()
-                    self._pid = pid
-        return self._client
-
-    def _make_client(self) -> TokenClient:
-        s = self.settings
-        if s.preview:
-            from .testing import FakeToucan
-
-            self.preview_fake = FakeToucan(expires_in=s.preview_token_lifetime).start()
-            base_url, api_key = self.preview_fake.url, self.preview_fake.api_key
-        else:
-            assert s.api_key is not None
-            base_url, api_key = s.base_url, s.api_key
-        return TokenClient(
-            base_url,
-            api_key,
-            token_path=s.token_path if not s.preview else "/embed/generate-token",
-            timeout=s.timeout,
-            max_retries=s.max_retries,
-        )
-
-    def key_for(self, user: ToucanUser) -> str:
-        s = self.settings
-        return cache_key(s.cache_key_prefix, self._key_base, self._key_fingerprint, user)
-
-    def url(self, endpoint: str, **values: Any) -> str:
-        """``url_for`` memoised per script root: these URLs never change within an app."""
-        memo_key = (request.script_root, endpoint, *sorted(values.items()))
-        found = self._urls.get(memo_key)
-        if found is None:
-            found = self._urls[memo_key] = url_for(endpoint, **values)
-        return found
+def _url(state: AppState, endpoint: str, **values: Any) -> str:
+    """``url_for`` memoised per script root: these URLs never change within an app."""
+    memo_key = (request.script_root, endpoint, *sorted(values.items()))
+    found = state.urls.get(memo_key)
+    if found is None:
+        found = state.urls[memo_key] = url_for(endpoint, **values)
+    return found
 
 
-class _RequestState:
-    """What the extension keeps for one request, in ``g._toucan_request``.
-
-    One object instead of several ``g`` attributes: every ``g`` access goes
-    through a context-local proxy, and helpers run several times per page.
-    """
-
-    __slots__ = ("app_state", "loaded", "no_store", "token", "tokens", "user", "variant")
-
-    def __init__(self, app_state: _AppState) -> None:
-        self.app_state = app_state
-        self.loaded = False
-        self.user: ToucanUser | None = None
-        self.tokens: dict[str, EmbedToken] = {}
-        self.token: EmbedToken | None = None  # the decorated view's token
-        self.variant: tuple[ToucanUser, dict[str, Any]] | None = None
-        self.no_store = False
-
-
-def _current_request_state() -> _RequestState | None:
+def _current_request_state() -> RequestState | None:
     if not has_request_context():
         return None
-    found: _RequestState | None = g.get("_toucan_request")
+    found: RequestState | None = g.get("_toucan_request")
     return found
 
 
@@ -159,7 +86,7 @@ class Toucan:
             front_ttl=settings.front_cache_ttl,
         )
         variants = TokenVariants(lambda: app.secret_key)
-        app.extensions[EXTENSION_KEY] = _AppState(self, settings, token_cache, variants)
+        app.extensions[EXTENSION_KEY] = AppState(self, settings, token_cache, variants)
 
         app.register_blueprint(create_blueprint(settings.url_prefix))
         # CSRFProtect may be set up before or after us; cover both orders.
@@ -206,25 +133,25 @@ class Toucan:
 
     # -- users and tokens ---------------------------------------------------
 
-    def _state(self) -> _AppState:
+    def _state(self) -> AppState:
         if not has_app_context():
             raise RuntimeError(
                 "flask_toucan needs an application context; use it inside a request "
                 "or `with app.app_context():`"
             )
         state = current_app.extensions.get(EXTENSION_KEY)
-        if not isinstance(state, _AppState) or state.toucan is not self:
+        if not isinstance(state, AppState) or state.toucan is not self:
             raise RuntimeError(
                 "this Toucan instance is not initialised on the current app; "
                 "did you forget toucan.init_app(app)?"
             )
         return state
 
-    def _request_state(self) -> _RequestState | None:
+    def _request_state(self) -> RequestState | None:
         """This request's state (made on first use), or None outside a request."""
         rs = _current_request_state()
         if rs is None and has_request_context():
-            rs = _RequestState(self._state())
+            rs = RequestState(self._state())
             g._toucan_request = rs
         elif rs is not None and rs.app_state.toucan is not self:
             self._state()  # raises the "not initialised on this app" error
@@ -348,7 +275,7 @@ class Toucan:
         state = self._state()
         nonce = _csp_nonce()
         if state.settings.preview:
-            src = state.url("toucan.static", filename="toucan-preview.js")
+            src = _url(state, "toucan.static", filename="toucan-preview.js")
         else:
             src = state.settings.script_url
         # Reused for 100 ms: the clock the tag carries is at most that stale.
@@ -360,10 +287,10 @@ class Toucan:
         html = jinja.script_html(src, nonce, extra)
         if state.settings.refresh:
             html += jinja.script_html(
-                state.url("toucan.static", filename="toucan-refresh.js"),
+                _url(state, "toucan.static", filename="toucan-refresh.js"),
                 nonce,
                 {
-                    "data-toucan-refresh": state.url("toucan.refresh_token"),
+                    "data-toucan-refresh": _url(state, "toucan.refresh_token"),
                     "data-strategy": state.settings.refresh_strategy,
                     "data-margin": state.settings.min_token_ttl,
                     "data-server-now": jinja._epoch(now()),
