@@ -170,11 +170,18 @@ class TokenCache:
 
     def _mint_single_flight(self, key: str, mint: Mint, fresh_after: float | None) -> EmbedToken:
         lock_key = key + ":lock"
+        deadline = time.monotonic() + self.lock_wait
         acquired = self._acquire(lock_key)
-        if acquired is False:
-            token = self._wait_for(key, lock_key, fresh_after)
+        while acquired is False:
+            token = self._wait_for(key, lock_key, fresh_after, deadline)
             if token is not None:
                 return token
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "waited %.1fs for another process to mint a token; minting", self.lock_wait
+                )
+                break
+            # The holder let go without leaving a token (it failed or died): take over.
             acquired = self._acquire(lock_key)
         try:
             token = mint()
@@ -201,23 +208,31 @@ class TokenCache:
         if self._call("unlock", lambda: self.backend.get(lock_key)) == self._owner:
             self._call("unlock", lambda: self.backend.delete(lock_key))
 
-    def _wait_for(self, key: str, lock_key: str, fresh_after: float | None) -> EmbedToken | None:
-        deadline = time.monotonic() + self.lock_wait
+    def _wait_for(
+        self, key: str, lock_key: str, fresh_after: float | None, deadline: float
+    ) -> EmbedToken | None:
+        """The token another process is minting; None when its lock is gone or time is up."""
         delay = 0.02
         while time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
-            token = self._shared_get(key)
-            if token is not None and (fresh_after is None or _issued_after(token, fresh_after)):
-                self._front_put(key, token)
+            token = self._fresh_shared(key, fresh_after)
+            if token is not None:
                 return token
-            if (
-                self._backend_down()
-                or self._call("lock", lambda: self.backend.get(lock_key)) is None
-            ):
-                return None  # the holder gave up or died: mint ourselves
-        logger.warning("waited %.1fs for another process to mint a token; minting", self.lock_wait)
+            if self._backend_down():
+                return None
+            if self._call("lock", lambda: self.backend.get(lock_key)) is None:
+                # The holder stores the token before it lets go of the lock, so
+                # look once more: it may have landed between the two reads.
+                return self._fresh_shared(key, fresh_after)
         return None
+
+    def _fresh_shared(self, key: str, fresh_after: float | None) -> EmbedToken | None:
+        token = self._shared_get(key)
+        if token is None or (fresh_after is not None and not _issued_after(token, fresh_after)):
+            return None
+        self._front_put(key, token)
+        return token
 
     # -- refresh-ahead ------------------------------------------------------
 

@@ -12,6 +12,8 @@ from werkzeug.test import TestResponse
 from flask_toucan import Toucan, ToucanUser, tokens
 from flask_toucan.testing import FakeToucan
 
+from .servers import RedisServer
+
 # Distinctive, so a leak anywhere is found by a plain substring search.
 API_KEY = "tk_live_SECRET_9f8e7d6c5b4a"
 
@@ -94,6 +96,14 @@ def no_secret_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordAll]:
         assert_no_secret(text, f"log record of {record.name}")
         for token in issued:
             assert token not in text, f"a token leaked into a log record of {record.name}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the session (the system one is left alone)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -19,6 +19,9 @@ def create_app() -> Flask:
         TOUCAN_CACHE_CONFIG={
             "CACHE_TYPE": "RedisCache",
             "CACHE_REDIS_URL": os.environ["TEST_REDIS_URL"],
+            # Generous: these tests check single-flight, and a loaded CI machine must
+            # not turn a slow Redis reply into "Redis is down, mint directly".
+            "CACHE_OPTIONS": {"socket_timeout": 5.0, "socket_connect_timeout": 5.0},
         },
         TOUCAN_CACHE_KEY_PREFIX=os.environ.get("TEST_PREFIX", "toucan:"),
         TOUCAN_MIN_TOKEN_TTL=int(os.environ.get("TEST_MIN_TTL", "300")),

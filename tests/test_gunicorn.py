@@ -16,13 +16,6 @@ from .conftest import API_KEY
 from .servers import Gunicorn, RedisServer
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def gunicorn(fake: FakeToucan, redis_server: RedisServer) -> Iterator[Gunicorn]:
     server = Gunicorn(

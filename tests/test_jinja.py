@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -11,20 +10,7 @@ from jinja2 import ChoiceLoader, DictLoader
 
 from flask_toucan.testing import FakeToucan
 
-
-class Elements(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.found.append((tag, dict(attrs)))
-
-
-def parse(html: str) -> list[tuple[str, dict[str, str | None]]]:
-    p = Elements()
-    p.feed(html)
-    return p.found
+from .markup import start_tags as parse
 
 
 def render(app: Flask, source: str, user: str = "alice", **ctx: Any) -> str:

@@ -1,27 +1,12 @@
 from __future__ import annotations
 
-from html.parser import HTMLParser
-
 import pytest
 from flask import Flask
 
 from examples.demo.app import create_app
 from flask_toucan.testing import decode_fake_token
 
-
-class Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
-    parser = Tags()
-    parser.feed(html)
-    return parser.tags
+from .markup import start_tags as tags
 
 
 @pytest.fixture

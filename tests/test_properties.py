@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from html.parser import HTMLParser
 from typing import Any
 
 from flask import Flask, render_template_string
@@ -15,6 +14,8 @@ from hypothesis import strategies as st
 from flask_toucan import ToucanUser
 from flask_toucan.testing import FakeToucan, decode_fake_token
 from flask_toucan.tokens import cache_key, key_fingerprint
+
+from .markup import start_tags
 
 json_scalars = (
     st.none()
@@ -85,15 +86,6 @@ def test_attribute_order_never_matters(user: ToucanUser, rnd: Any) -> None:
     assert key(again) == key(user)
 
 
-class Collect(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, dict(attrs)))
-
-
 # HTML parsers normalise CR and NUL, so those are left out of the round trip.
 html_text = st.text(
     alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\x00"),
@@ -120,20 +112,19 @@ def test_hostile_values_round_trip_through_every_helper(
 
     with app.test_request_context(headers={"X-User": "alice"}):
         html = view()
-    parser = Collect()
-    parser.feed(html)
-    tags = [t for t, _ in parser.elements]
+    elements = start_tags(html)
+    tags = [t for t, _ in elements]
     assert tags == ["tc-dashboard", "tc-dashboard", "tc-ai-assistant", "script", "script"]
     expected = {"data-theme": theme, "style": style, "class": klass, "title": title}
-    for _tag, attrs in parser.elements[:3]:
+    for _tag, attrs in elements[:3]:
         for name, value in expected.items():
             assert attrs[name] == value
         allowed = {"auth-token", "server-url", "data-toucan-expires-at", *expected}
         extra = set(attrs) - allowed - {"dashboard-id", "chart-id"}
         assert not extra, f"unexpected attributes {extra}"
-    assert parser.elements[0][1]["dashboard-id"] == ident
-    assert parser.elements[1][1]["chart-id"] == ident
-    assert parser.elements[3][1]["title"] == title
+    assert elements[0][1]["dashboard-id"] == ident
+    assert elements[1][1]["chart-id"] == ident
+    assert elements[3][1]["title"] == title
 
 
 def test_many_threads_many_users_each_get_their_own_token(

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from flask_wtf import CSRFProtect
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import Clock
+from .markup import start_tags
 
 SAME_SITE = {"X-Toucan-Refresh": "1", "Sec-Fetch-Site": "same-origin", "X-User": "alice"}
 
@@ -103,14 +103,8 @@ def test_upstream_failure_is_json_503_without_vendor_body(
     assert "vendor internals" not in response.text
 
 
-class Attrs(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[dict[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag.startswith("tc-"):
-            self.elements.append(dict(attrs))
+def components(html: str) -> list[dict[str, str | None]]:
+    return [attrs for tag, attrs in start_tags(html) if tag.startswith("tc-")]
 
 
 def test_signed_variant_renews_the_same_role_and_permissions(app: Flask, fake: FakeToucan) -> None:
@@ -122,9 +116,9 @@ def test_signed_variant_renews_the_same_role_and_permissions(app: Flask, fake: F
         return render_template_string("{{ toucan_assistant() }}")
 
     client = app.test_client()
-    parser = Attrs()
-    parser.feed(client.get("/ai", headers={"X-User": "alice"}).text)
-    variant = parser.elements[0]["data-toucan-variant"]
+    variant = components(client.get("/ai", headers={"X-User": "alice"}).text)[0][
+        "data-toucan-variant"
+    ]
     assert variant
     response = refresh(client, json={"variant": variant})
     claims = decode_fake_token(response.json["token"])
@@ -140,9 +134,8 @@ def test_signed_variant_renews_the_same_role_and_permissions(app: Flask, fake: F
 
 
 def test_plain_pages_carry_no_variant(client: Any) -> None:
-    parser = Attrs()
-    parser.feed(client.get("/page", headers={"X-User": "alice"}).text)
-    assert "data-toucan-variant" not in parser.elements[0]
+    page = components(client.get("/page", headers={"X-User": "alice"}).text)
+    assert "data-toucan-variant" not in page[0]
 
 
 @pytest.mark.parametrize("csrf_first", [True, False])
