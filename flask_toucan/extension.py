@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -13,6 +15,7 @@ from flask import (
     g,
     has_app_context,
     has_request_context,
+    render_template,
     request,
     url_for,
 )
@@ -22,7 +25,7 @@ from markupsafe import Markup
 from . import jinja
 from .cache import CacheBackend, TokenCache
 from .cli import toucan_cli
-from .errors import ToucanConfigError, ToucanUserRequired
+from .errors import ToucanAPIError, ToucanConfigError, ToucanUserRequired
 from .settings import Settings, apply_defaults, read_settings
 from .state import AppState, RequestState
 from .tokens import EmbedToken, ToucanUser, now
@@ -30,6 +33,8 @@ from .variants import TokenVariants
 from .views import create_blueprint, exempt_from_csrf
 
 __all__ = ["Toucan"]
+
+logger = logging.getLogger("flask_toucan")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -241,18 +246,38 @@ class Toucan:
         if permissions is not None:
             overrides["permissions"] = permissions
 
+        def prepare() -> None:
+            user = self._require_user()
+            if overrides:
+                user = user.replace(**overrides)
+            rs = _current_request_state()
+            assert rs is not None
+            try:
+                token = self.get_token(user)
+            except ToucanAPIError as exc:
+                if rs.app_state.settings.on_error != "placeholder":
+                    raise
+                # The page renders; its components become placeholders.
+                logger.warning("Toucan token unavailable, rendering placeholders: %s", exc)
+                rs.error = exc
+                return
+            rs.token = token
+            rs.variant = (user, overrides) if overrides else None
+            g.toucan_token = token
+
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(func):
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    prepare()
+                    return await func(*args, **kwargs)
+
+                return async_wrapper  # type: ignore[return-value]
+
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                user = self._require_user()
-                if overrides:
-                    user = user.replace(**overrides)
-                token = self.get_token(user)
-                rs = _current_request_state()
-                assert rs is not None
-                rs.token = token
-                rs.variant = (user, overrides) if overrides else None
-                g.toucan_token = token
+                prepare()
                 return func(*args, **kwargs)
 
             return wrapper
@@ -266,8 +291,11 @@ class Toucan:
     def current_token(self) -> EmbedToken:
         """``toucan_token()``: the decorated view's token, or the user's, minted lazily."""
         rs = self._request_state()
-        if rs is not None and rs.token is not None:
-            return rs.token
+        if rs is not None:
+            if rs.token is not None:
+                return rs.token
+            if rs.error is not None:
+                raise rs.error  # already failed in this request: don't ask Toucan again
         return self.get_token()
 
     def script(self, **attrs: object) -> Markup:
@@ -315,11 +343,35 @@ class Toucan:
     def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
         rs = self._request_state()
         state = rs.app_state if rs is not None else self._state()
-        token = self.current_token()
+        try:
+            token = self.current_token()
+        except ToucanAPIError as exc:
+            if state.settings.on_error != "placeholder":
+                raise
+            if rs is not None:
+                rs.error = exc
+                rs.no_store = True
+            return _placeholder(tag, fixed, attrs)
         variant = rs.variant if rs is not None else None
         if variant is not None and state.settings.refresh:
             fixed = {**fixed, "data-toucan-variant": state.variants.sign(*variant)}
         return jinja.component_html(tag, token, state.settings.server_url, fixed, attrs)
+
+
+def _placeholder(tag: str, fixed: Mapping[str, object], attrs: Mapping[str, object]) -> Markup:
+    """What stands in for a component when no token could be had (TOUCAN_ON_ERROR)."""
+    layout = {
+        jinja.attribute_name(k): v
+        for k, v in attrs.items()
+        if k in ("style", "class_", "class", "id")
+    }
+    html = render_template(
+        "toucan/unavailable.html",
+        kind="assistant" if tag == "tc-ai-assistant" else "dashboard",
+        item_id=fixed.get("dashboard-id") or fixed.get("chart-id"),
+        layout=jinja.html_attributes(layout),
+    )
+    return Markup(html)  # noqa: S704 - rendered by an autoescaped template
 
 
 def _csp_nonce() -> str | None:

@@ -33,9 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "TOUCAN_LOCK_WAIT": 5.0,
     "TOUCAN_FRONT_CACHE_SIZE": 1000,
     "TOUCAN_FRONT_CACHE_TTL": 30,
+    "TOUCAN_ON_ERROR": "raise",
 }
 
 REFRESH_STRATEGIES = ("attribute", "remount")
+ON_ERROR = ("raise", "placeholder")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Settings:
     lock_wait: float
     front_cache_size: int
     front_cache_ttl: float
+    on_error: str
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -168,6 +171,9 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
     if strategy not in REFRESH_STRATEGIES:
         raise _fail("TOUCAN_REFRESH_STRATEGY", f"must be one of {REFRESH_STRATEGIES}", strategy)
     url_prefix = _string(config, "TOUCAN_URL_PREFIX", path=True)
+    on_error = config.get("TOUCAN_ON_ERROR")
+    if on_error not in ON_ERROR:
+        raise _fail("TOUCAN_ON_ERROR", f"must be one of {ON_ERROR}", on_error)
     return Settings(
         api_key=api_key if isinstance(api_key, str) and api_key else None,
         base_url=_string(config, "TOUCAN_BASE_URL", url=True).rstrip("/"),
@@ -190,4 +196,5 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         lock_wait=_number(config, "TOUCAN_LOCK_WAIT", 0),
         front_cache_size=_int(config, "TOUCAN_FRONT_CACHE_SIZE", 0),
         front_cache_ttl=_number(config, "TOUCAN_FRONT_CACHE_TTL", 0),
+        on_error=str(on_error),
     )

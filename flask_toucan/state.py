@@ -10,6 +10,7 @@ from markupsafe import Markup
 
 from .cache import TokenCache
 from .client import TokenClient
+from .errors import ToucanAPIError
 from .settings import Settings
 from .tokens import EmbedToken, ToucanUser, cache_key, key_fingerprint
 from .variants import TokenVariants
@@ -80,7 +81,9 @@ class RequestState:
     through a context-local proxy, and helpers run several times per page.
     """
 
-    __slots__ = ("app_state", "loaded", "no_store", "token", "tokens", "user", "variant")
+    __slots__ = (
+        "app_state", "error", "loaded", "no_store", "token", "tokens", "user", "variant"
+    )  # fmt: skip
 
     def __init__(self, app_state: AppState) -> None:
         self.app_state = app_state
@@ -90,3 +93,4 @@ class RequestState:
         self.token: EmbedToken | None = None  # the decorated view's token
         self.variant: tuple[ToucanUser, dict[str, Any]] | None = None
         self.no_store = False
+        self.error: ToucanAPIError | None = None  # a failed mint, in placeholder mode

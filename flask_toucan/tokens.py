@@ -36,6 +36,10 @@ logger = logging.getLogger("flask_toucan")
 #: purpose: guessing too long would hand out dead tokens, too short only costs a mint.
 FALLBACK_LIFETIME = 60
 
+#: Upper bound on a user's JSON (attributes + permissions). Far above any real set of
+#: RLS attributes, low enough that a loader bug cannot send megabytes to Toucan.
+MAX_USER_JSON = 32 * 1024
+
 JSONValue = Any
 
 
@@ -156,6 +160,9 @@ class ToucanUser:
     role: str = "explorer"
     attributes: Mapping[str, JSONValue] = field(default_factory=dict)
     permissions: Mapping[str, JSONValue] | None = None
+    # The request body, as canonical JSON: computed once, used for the size
+    # check, equality and the cache key.
+    canonical: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.distinct_id, str) or not self.distinct_id.strip():
@@ -180,6 +187,14 @@ class ToucanUser:
                     f"{type(self.permissions).__name__}"
                 )
             object.__setattr__(self, "permissions", _freeze_json(self.permissions, "permissions"))
+        canonical = _canonical_json(self.to_payload())
+        if len(canonical) > MAX_USER_JSON:
+            raise InvalidToucanUser(
+                f"the user's attributes and permissions take {len(canonical)} characters of "
+                f"JSON, more than {MAX_USER_JSON}; tokens should carry a few small values "
+                "that Row-Level Security rules compare against"
+            )
+        object.__setattr__(self, "canonical", canonical)
 
     @classmethod
     def coerce(cls, value: object, default_role: str = "explorer") -> ToucanUser:
@@ -230,12 +245,12 @@ class ToucanUser:
         return body
 
     def __hash__(self) -> int:
-        return hash(_canonical_json(self.to_payload()))
+        return hash(self.canonical)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToucanUser):
             return NotImplemented
-        return _canonical_json(self.to_payload()) == _canonical_json(other.to_payload())
+        return self.canonical == other.canonical
 
 
 def _canonical_json(value: object) -> str:
@@ -252,7 +267,9 @@ def key_fingerprint(api_key: str) -> str:
 
 def cache_key(prefix: str, base_url: str, api_key_fingerprint: str, user: ToucanUser) -> str:
     """The cache key of ``user``'s token: equal only for identical identities."""
-    material = _canonical_json([base_url.rstrip("/"), api_key_fingerprint, user.to_payload()])
+    # Newlines cannot occur inside the parts (JSON escapes them; the URL and
+    # fingerprint have none), so the joined string is unambiguous.
+    material = "\n".join((base_url.rstrip("/"), api_key_fingerprint, user.canonical))
     return prefix + hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -518,3 +519,84 @@ def test_default_backend_stays_bounded(make_app: Callable[..., Flask], clock: Cl
         for i in range(950, 1000):
             state.cache.get_or_mint(state.key_for(ToucanUser(f"u{i}")), mint)
     assert len(minted) == 1000
+
+
+# -- placeholder mode, async views, loader mistakes --------------------------
+
+
+def test_placeholder_mode_renders_the_page_without_components(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    app = make_app(TOUCAN_ON_ERROR="placeholder")
+    client = app.test_client()
+    for path in ("/page", "/lazy"):
+        fake.fail(503, times=1)
+        response = client.get(path, headers={"X-User": "alice"})
+        assert response.status_code == 200
+        assert "<tc-dashboard" not in response.text
+        assert 'data-toucan-unavailable="dashboard"' in response.text
+        assert "Analytics are unavailable right now" in response.text
+        assert "simulated failure" not in response.text
+        assert response.headers["Cache-Control"] == "private, no-store"
+    # One attempt per page view: the helpers did not ask Toucan again.
+    assert len(fake.requests) == 2
+    # Healthy again: real components, and nothing was cached meanwhile.
+    assert "<tc-dashboard" in client.get("/page", headers={"X-User": "alice"}).text
+
+
+def test_placeholder_keeps_layout_attributes_escaped(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    app = make_app(TOUCAN_ON_ERROR="placeholder")
+    fake.fail(503)
+    with app.test_request_context(headers={"X-User": "alice"}):
+        html = render_template_string(
+            "{{ toucan_assistant(id='chat', style='height:\"1\"', title='dropped') }}"
+        )
+    assert 'data-toucan-unavailable="assistant"' in html
+    assert 'id="chat"' in html and 'style="height:&#34;1&#34;"' in html
+    assert "dropped" not in html
+
+
+def test_default_mode_still_raises(make_app: Callable[..., Flask], fake: FakeToucan) -> None:
+    fake.fail(503)
+    assert make_app().test_client().get("/page", headers={"X-User": "alice"}).status_code == 503
+
+
+def test_async_views_are_supported(make_app: Callable[..., Flask], fake: FakeToucan) -> None:
+    app = make_app()
+    toucan = app.extensions["test_toucan"]
+
+    @app.get("/async")
+    @toucan.inject_token
+    async def async_page() -> str:
+        return render_template_string("{{ toucan_dashboard('d') }}")
+
+    response = app.test_client().get("/async", headers={"X-User": "bob"})
+    assert response.status_code == 200
+    assert claims_of(response.text)["sub"] == "bob"
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert app.test_client().get("/async").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (42, "got int"),
+        ({"distinct_id": "u", "attributes": {"when": object()}}, "attributes['when'] is of type"),
+        ({"distinct_id": "u", "attributes": {"blob": "x" * 40_000}}, "more than 32768"),
+        ({"id": "u"}, "unknown user field"),
+        (ToucanUser, "got type"),
+    ],
+)
+def test_loader_mistakes_give_a_clear_error(
+    make_app: Callable[..., Flask], fake: FakeToucan, returned: object, message: str
+) -> None:
+    from flask_toucan.tokens import InvalidToucanUser
+
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+    app.extensions["test_toucan"].user_loader(lambda: returned)
+    with pytest.raises(InvalidToucanUser, match=re.escape(message)):
+        app.test_client().get("/page")
+    assert fake.requests == []
