@@ -69,6 +69,12 @@ class _RecordAll(logging.Handler):
 
 
 @pytest.fixture(autouse=True)
+def no_secret_in_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test: any Flask test client, on any app, fails on a response with the API key."""
+    monkeypatch.setattr(Flask, "test_client_class", LeakCheckingClient)
+
+
+@pytest.fixture(autouse=True)
 def no_secret_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordAll]:
     """Every test: nothing logged at any level, by any logger, holds the API key or a token."""
     issued: list[str] = []
@@ -136,7 +142,6 @@ def current_test_user() -> ToucanUser | None:
 def make_app(config: dict[str, Any]) -> Callable[..., Flask]:
     def make(**overrides: Any) -> Flask:
         app = Flask(__name__)
-        app.test_client_class = LeakCheckingClient
         app.config.update(config)
         app.config.update(overrides)
         toucan = Toucan(app)

@@ -73,8 +73,33 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
+def leak_checked(app: Flask) -> Any:
+    """WSGI middleware: fails the request if a response carries the API key."""
+    inner = app.wsgi_app
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            captured["headers"] = headers
+            return start_response(status, headers, *exc)
+
+        iterable = inner(environ, capture)
+        try:
+            body = b"".join(iterable)
+        finally:
+            if hasattr(iterable, "close"):
+                iterable.close()
+        assert API_KEY.encode() not in body, "the API key reached the browser"
+        assert all(API_KEY not in v for _, v in captured["headers"])
+        return [body]
+
+    return middleware
+
+
 class LiveServer:
     def __init__(self, app: Flask) -> None:
+        app.wsgi_app = leak_checked(app)  # type: ignore[method-assign]
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
