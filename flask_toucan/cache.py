@@ -90,6 +90,7 @@ class TokenCache:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = 0
         self._owner = uuid.uuid4().hex
+        self._warned_short = False
 
     # -- reading ------------------------------------------------------------
 
@@ -124,9 +125,14 @@ class TokenCache:
         # returns one we would refuse.
         timeout = int(token.expires_at_epoch - now()) - self.min_ttl
         if timeout <= 0:
-            logger.warning(
+            # A configuration mismatch, not an event: say it once per process
+            # at WARNING, then at DEBUG, instead of on every page view.
+            level = logging.DEBUG if self._warned_short else logging.WARNING
+            self._warned_short = True
+            logger.log(
+                level,
                 "Toucan issued a token with only %d seconds of life, less than "
-                "TOUCAN_MIN_TOKEN_TTL (%d); it is used once and not cached",
+                "TOUCAN_MIN_TOKEN_TTL (%d); such tokens are used once and not cached",
                 token.expires_in,
                 self.min_ttl,
             )
