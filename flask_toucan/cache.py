@@ -191,14 +191,11 @@ class TokenCache:
             acquired = self._acquire(lock_key)
         try:
             token = mint()
-        except BaseException:
+            self.put(key, token)  # stored before the lock goes, so waiters find it
+            return token
+        finally:
             if acquired:
                 self._release(lock_key)
-            raise
-        self.put(key, token)
-        if acquired:
-            self._release(lock_key)
-        return token
 
     def _acquire(self, lock_key: str) -> bool | None:
         """True: we hold the lease. False: someone else does. None: backend unusable."""

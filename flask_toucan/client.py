@@ -34,8 +34,10 @@ MAX_BODY_BYTES = 256 * 1024
 LOGGED_BODY_CHARS = 200
 
 
-def _parse_retry_after(header: str) -> float | None:
+def _parse_retry_after(header: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` (seconds or HTTP date), uncapped."""
+    if not header:
+        return None
     try:
         return float(Retry(retry_after_max=2**31).parse_retry_after(header))
     except Exception:  # an unparseable hint: fall back to plain backoff
@@ -60,8 +62,7 @@ class _BoundedRetry(Retry):
         _stacktrace: TracebackType | None = None,
     ) -> Self:
         if response is not None and response.status in RETRY_STATUSES:
-            header = response.headers.get("Retry-After")
-            wait = _parse_retry_after(header) if header else None
+            wait = _parse_retry_after(response.headers.get("Retry-After"))
             if wait is not None and wait > self.retry_after_max:
                 raise MaxRetryError(_pool, url or "", None)  # type: ignore[arg-type]
         return super().increment(method, url, response, error, _pool, _stacktrace)
@@ -167,7 +168,7 @@ class TokenClient:
         if status == 429:
             raise ToucanRateLimited(
                 "Toucan is rate limiting token requests",
-                retry_after=self._retry_after(response),
+                retry_after=_parse_retry_after(response.headers.get("Retry-After")),
             )
         if status >= 500:
             raise ToucanUnavailable(f"Toucan failed with status {status}", upstream_status=status)
@@ -234,10 +235,6 @@ class TokenClient:
         assert isinstance(data, dict)
         lifetime = parse_expires_in(data.get("expiresIn"))
         return EmbedToken.from_lifetime(token, lifetime, sent_at)
-
-    def _retry_after(self, response: requests.Response) -> float | None:
-        header = response.headers.get("Retry-After")
-        return _parse_retry_after(header) if header else None
 
     def _log_failure(self, status: int, raw: bytes) -> None:
         text = raw[: LOGGED_BODY_CHARS * 4].decode("utf-8", "replace")

@@ -17,7 +17,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from .errors import ToucanConfigError
 from .tokens import ToucanUser
 
-__all__ = ["TokenVariants"]
+__all__ = ["InvalidVariant", "TokenVariants"]
 
 _SALT = "flask_toucan.token-variant"
 
@@ -27,8 +27,6 @@ class InvalidVariant(Exception):
 
 
 class TokenVariants:
-    Invalid = InvalidVariant
-
     def __init__(self, secret_key: Callable[[], Any]) -> None:
         self._secret_key = secret_key
 

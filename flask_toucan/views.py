@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from .errors import ToucanAPIError, ToucanUserRequired
+from .variants import InvalidVariant
 
 __all__ = ["REFRESH_HEADER", "create_blueprint", "exempt_from_csrf"]
 
@@ -76,13 +77,11 @@ def refresh_token() -> ResponseReturnValue:
     except ToucanUserRequired:
         return _json_error(401, "session_ended", "no signed-in user")
     except ToucanAPIError as exc:
-        response = _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
-        return response
-    except state.variants.Invalid:
+        return _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
+    except InvalidVariant:
         return _json_error(403, "forbidden", "the page's token variant is not valid here")
-    response = jsonify(token.to_dict())
-    response.headers["Cache-Control"] = "private, no-store"
-    return response
+    # get_token() marked the request: the app's after_request adds no-store and Vary.
+    return jsonify(token.to_dict())
 
 
 def exempt_from_csrf(app: Flask) -> None:
