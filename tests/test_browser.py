@@ -184,6 +184,23 @@ def open_page(browser: Browser, url: str) -> Page:
     return page
 
 
+Launched = tuple[Flask, LiveServer, Page]
+
+
+@pytest.fixture
+def launch(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> Callable[..., Launched]:
+    """Serve ``browser_app(**config)`` and open its page signed in as alice."""
+
+    def start(**config: Any) -> Launched:
+        app = browser_app(short_fake, **config)
+        server = serve(app)
+        return app, server, open_page(browser, server.url)
+
+    return start
+
+
 def tokens_of(page: Page, element_id: str = "dash") -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = page.evaluate("window.toucanPreview.tokens")
     return [e for e in entries if e["element"] == element_id]
@@ -210,12 +227,8 @@ def assert_replaced_before_expiry(history: list[dict[str, Any]]) -> None:
         assert following["at"] / 1000 < expires, "a token expired before it was replaced"
 
 
-def test_tokens_are_replaced_before_expiry_repeatedly(
-    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
-) -> None:
-    app = browser_app(short_fake)
-    server = serve(app)
-    page = open_page(browser, server.url)
+def test_tokens_are_replaced_before_expiry_repeatedly(launch: Callable[..., Launched]) -> None:
+    app, _, page = launch()
     wait_for(lambda: len(tokens_of(page)) >= 4, 25, "four tokens on the dashboard")
     history = tokens_of(page)
     # One request per renewal (two elements, one page): no duplicate or wasted calls.
@@ -238,11 +251,8 @@ def test_tokens_are_replaced_before_expiry_repeatedly(
     page.context.close()
 
 
-def test_element_added_later_is_kept_fresh(
-    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
-) -> None:
-    server = serve(browser_app(short_fake))
-    page = open_page(browser, server.url)
+def test_element_added_later_is_kept_fresh(launch: Callable[..., Launched]) -> None:
+    _, _, page = launch()
     page.evaluate(
         """() => { const el = document.createElement('tc-dashboard');
                    el.id = 'late'; el.setAttribute('dashboard-id', 'late');
@@ -257,11 +267,9 @@ def test_element_added_later_is_kept_fresh(
 
 
 def test_transient_failure_is_retried_and_recovers(
-    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+    launch: Callable[..., Launched], short_fake: FakeToucan
 ) -> None:
-    app = browser_app(short_fake)
-    server = serve(app)
-    page = open_page(browser, server.url)
+    app, _, page = launch()
     short_fake.fail(503, times=2)
     wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 1, 15, "recovery")
     errors = events(page, "toucan:token-error")
@@ -273,11 +281,8 @@ def test_transient_failure_is_retried_and_recovers(
     page.context.close()
 
 
-def test_network_error_is_retried(
-    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
-) -> None:
-    server = serve(browser_app(short_fake))
-    page = open_page(browser, server.url)
+def test_network_error_is_retried(launch: Callable[..., Launched]) -> None:
+    _, _, page = launch()
     page.route("**/toucan/token", lambda route: route.abort("connectionreset"), times=1)
     wait_for(lambda: len(events(page, "toucan:token-refreshed")) >= 1, 15, "recovery")
     errors = events(page, "toucan:token-error")
@@ -285,12 +290,8 @@ def test_network_error_is_retried(
     page.context.close()
 
 
-def test_signed_out_user_stops_the_loop(
-    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
-) -> None:
-    app = browser_app(short_fake)
-    server = serve(app)
-    page = open_page(browser, server.url)
+def test_signed_out_user_stops_the_loop(launch: Callable[..., Launched]) -> None:
+    app, server, page = launch()
     page.context.request.get(server.url + "/logout")
     wait_for(lambda: bool(events(page, "toucan:session-ended")), 10, "session-ended")
     assert events(page, "toucan:session-ended")[0]["detail"] == {"status": 401}
@@ -301,11 +302,8 @@ def test_signed_out_user_stops_the_loop(
     page.context.close()
 
 
-def test_remount_strategy_replaces_elements(
-    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
-) -> None:
-    server = serve(browser_app(short_fake, TOUCAN_REFRESH_STRATEGY="remount"))
-    page = open_page(browser, server.url)
+def test_remount_strategy_replaces_elements(launch: Callable[..., Launched]) -> None:
+    _, _, page = launch(TOUCAN_REFRESH_STRATEGY="remount")
     first = page.evaluate(
         "() => { const d = document.querySelector('#dash'); d.__original = true;"
         " return d.getAttribute('auth-token'); }"
