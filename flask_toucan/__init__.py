@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from .errors import (
+    InvalidToucanUser,
+    InvalidVariant,
+    ToucanAPIError,
     ToucanAuthError,
     ToucanConfigError,
     ToucanError,
@@ -12,11 +15,15 @@ from .errors import (
     ToucanUserRequired,
 )
 from .extension import Toucan
-from .tokens import EmbedToken, ToucanUser, parse_expires_in
+from .identity import ToucanUser
+from .tokens import EmbedToken, parse_expires_in
 
 __all__ = [
     "EmbedToken",
+    "InvalidToucanUser",
+    "InvalidVariant",
     "Toucan",
+    "ToucanAPIError",
     "ToucanAuthError",
     "ToucanConfigError",
     "ToucanError",

@@ -1,24 +1,22 @@
-"""TokenCache: reuse tokens through any flask-caching backend, minting once per key.
+"""TokenCache: reuse tokens through a flask-caching backend, minting once per key.
 
-Two levels: a small in-process front cache (no network round trip for a warm
-token) over the shared backend (SimpleCache, or Redis shared by every worker and
-host). Minting is single-flight twice over: a per-key thread lock in the process,
-and a lease lock in the shared backend (``add`` is atomic there: SET NX on Redis)
-so that one mint serves every process.
-
-Refresh-ahead. Once a token has used ``refresh_ahead`` of its life, the request
-that notices is served the cached token at once and a background thread renews it
-(under the same lease lock, so one process per token generation does it). A
-background thread was chosen over probabilistic early expiry (XFetch): XFetch
-makes the unlucky request wait on Toucan, and we want no page view to wait once
-warm; the cost is one idle daemon thread pool per process. If the renewal fails
-the still-valid token keeps being served (stale-while-error) and the unreleased
-lease doubles as a back-off; only when no token with ``min_ttl`` left exists does
-a caller see the error.
-
-A backend that raises (Redis down, ...) is logged at most every few seconds and
-skipped for a short cool-down: tokens are then minted directly and kept in the
-front cache, and the backend is tried again after the cool-down.
+* **Levels.** The backend holds tokens as JSON text. Over a shared backend
+  (Redis, Memcached, ...) a small in-process front cache saves the network round
+  trip of a warm view; over the in-process default (SimpleCache) there is none.
+* **TTL rules.** An entry lives until its token has ``min_ttl`` seconds left, so no
+  level ever returns a token we would refuse to serve. Nothing is written without
+  an expiry.
+* **Single-flight.** A miss mints under a per-key lock and, across processes, a
+  lease (:mod:`flask_toucan.coordination`); others wait for that token.
+* **Refresh-ahead.** Once a token has used ``refresh_ahead`` of its life, the
+  request that notices is served it at once and a background thread renews it
+  under the same lease. A background thread was chosen over probabilistic early
+  expiry (XFetch): XFetch makes the unlucky request wait on Toucan, and no warm
+  view should wait. If renewing fails, the still-valid token keeps being served
+  (stale-while-error) and the lease, left to expire, doubles as a back-off.
+* **Backend failures** (Redis down, ...) are logged at most every
+  ``ERROR_LOG_INTERVAL`` seconds and the backend is skipped for ``BACKEND_COOLDOWN``
+  seconds: tokens are minted directly meanwhile.
 """
 
 from __future__ import annotations
@@ -27,20 +25,23 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from .backends import FrontCache, decode_token, encode_token
+from .coordination import KeyLocks, Lease, Leases
 from .errors import ToucanError
-from .stores import FrontCache, KeyLocks, TokenSimpleCache
 from .tokens import EmbedToken, now
 
-__all__ = ["CacheBackend", "FrontCache", "TokenCache", "TokenSimpleCache"]
+__all__ = ["CacheBackend", "TokenCache"]
 
 logger = logging.getLogger("flask_toucan")
 
 Mint = Callable[[], EmbedToken]
+
+BACKEND_COOLDOWN = 2.0
+ERROR_LOG_INTERVAL = 30.0
 
 
 class CacheBackend(Protocol):
@@ -49,8 +50,6 @@ class CacheBackend(Protocol):
     def get(self, key: str) -> Any: ...
 
     def set(self, key: str, value: Any, timeout: int | None = None) -> Any: ...
-
-    def add(self, key: str, value: Any, timeout: int | None = None) -> Any: ...
 
     def delete(self, key: str) -> Any: ...
 
@@ -62,34 +61,25 @@ class TokenCache:
         self,
         backend: CacheBackend,
         *,
-        min_ttl: int = 300,
-        refresh_ahead: float = 0.5,
-        lock_timeout: int = 10,
-        lock_wait: float = 5.0,
-        front_size: int = 1000,
-        front_ttl: float = 30.0,
-        backend_cooldown: float = 2.0,
-        error_log_interval: float = 30.0,
+        leases: Leases | None,
+        front: FrontCache | None,
+        min_ttl: int,
+        refresh_ahead: float,
+        lock_wait: float,
     ) -> None:
         self.backend = backend
+        self.leases = leases
+        self.front = front
         self.min_ttl = min_ttl
         self.refresh_ahead = refresh_ahead
-        self.lock_timeout = lock_timeout
         self.lock_wait = lock_wait
-        self.front_ttl = front_ttl
-        self.front: FrontCache | None = (
-            FrontCache(front_size) if front_ttl > 0 and front_size > 0 else None
-        )
-        self._backend_cooldown = backend_cooldown
+        self.locks = KeyLocks()
         self._backend_down_until = 0.0
-        self._error_log_interval = error_log_interval
         self._last_error_log = -float("inf")
-        self._locks = KeyLocks()
         self._renewing: set[str] = set()
         self._guard = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = 0
-        self._owner = uuid.uuid4().hex
         self._warned_short = False
 
     # -- reading ------------------------------------------------------------
@@ -99,30 +89,23 @@ class TokenCache:
 
     def get(self, key: str) -> EmbedToken | None:
         """The cached token for ``key`` if it has ``min_ttl`` seconds left (front, then shared)."""
-        token = self._front_get(key)
-        if token is not None:
-            return token
-        token = self._shared_get(key)
+        if self.front is not None:
+            token = self.front.get(key)
+            if token is not None and self.usable(token):
+                return token
+        token = self._backend_get(key)
         if token is not None:
             self._front_put(key, token)
         return token
 
-    def _front_get(self, key: str) -> EmbedToken | None:
-        if self.front is None:
-            return None
-        token = self.front.get(key)
-        return token if token is not None and self.usable(token) else None
-
-    def _shared_get(self, key: str) -> EmbedToken | None:
-        data = self._call("read", lambda: self.backend.get(key))
-        token = EmbedToken.from_cache(data)
+    def _backend_get(self, key: str) -> EmbedToken | None:
+        token = decode_token(self._call("read", lambda: self.backend.get(key)))
         return token if self.usable(token) else None
 
     # -- writing ------------------------------------------------------------
 
     def put(self, key: str, token: EmbedToken) -> None:
-        # The entry dies when the token stops being servable, so no level ever
-        # returns one we would refuse.
+        # The entry dies when the token stops being servable.
         timeout = int(token.expires_at_epoch - now()) - self.min_ttl
         if timeout <= 0:
             # A configuration mismatch, not an event: say it once per process
@@ -137,19 +120,18 @@ class TokenCache:
                 self.min_ttl,
             )
             return
-        self._call("write", lambda: self.backend.set(key, token.to_cache(), timeout=timeout))
+        self._call("write", lambda: self.backend.set(key, encode_token(token), timeout=timeout))
         self._front_put(key, token)
 
     def _front_put(self, key: str, token: EmbedToken) -> None:
-        if self.front is None:
-            return
-        ttl = min(self.front_ttl, token.expires_at_epoch - now() - self.min_ttl)
-        if ttl > 0:
-            self.front.set(key, token, ttl)
+        if self.front is not None:
+            ttl = token.expires_at_epoch - now() - self.min_ttl
+            if ttl > 0:
+                self.front.set(key, token, ttl)
 
     def delete(self, key: str) -> None:
-        """Forget ``key`` here and in the shared backend (other processes' front
-        caches forget it within ``front_ttl`` seconds)."""
+        """Forget ``key`` here and in the backend (other processes' front caches
+        forget it within the front cache's TTL)."""
         if self.front is not None:
             self.front.delete(key)
         self._call("delete", lambda: self.backend.delete(key))
@@ -168,18 +150,17 @@ class TokenCache:
             if token is not None:
                 self._maybe_renew_ahead(key, token, mint)
                 return token
-        with self._locks.hold(key):
+        with self.locks.hold(key):
             token = self.get(key)
             if token is not None and (not force or _issued_after(token, started)):
                 return token
-            return self._mint_single_flight(key, mint, started if force else None)
+            return self._mint_once(key, mint, started if force else None)
 
-    def _mint_single_flight(self, key: str, mint: Mint, fresh_after: float | None) -> EmbedToken:
-        lock_key = key + ":lock"
+    def _mint_once(self, key: str, mint: Mint, fresh_after: float | None) -> EmbedToken:
         deadline = time.monotonic() + self.lock_wait
-        acquired = self._acquire(lock_key)
-        while acquired is False:
-            token = self._wait_for(key, lock_key, fresh_after, deadline)
+        lease = self._acquire(key)
+        while lease is None:
+            token = self._wait_for(key, fresh_after, deadline)
             if token is not None:
                 return token
             if time.monotonic() >= deadline:
@@ -187,51 +168,48 @@ class TokenCache:
                     "waited %.1fs for another process to mint a token; minting", self.lock_wait
                 )
                 break
-            # The holder let go without leaving a token (it failed or died): take over.
-            acquired = self._acquire(lock_key)
+            lease = self._acquire(key)  # the holder left no token (it failed or died)
         try:
             token = mint()
-            self.put(key, token)  # stored before the lock goes, so waiters find it
+            self.put(key, token)  # stored before the lease goes, so waiters find it
             return token
         finally:
-            if acquired:
-                self._release(lock_key)
+            if lease is not None:
+                self._call("unlock", lease.release)
 
-    def _acquire(self, lock_key: str) -> bool | None:
-        """True: we hold the lease. False: someone else does. None: backend unusable."""
-        result = self._call(
-            "lock", lambda: self.backend.add(lock_key, self._owner, timeout=self.lock_timeout)
-        )
-        if result is None and self._backend_down():
-            return None
-        return bool(result)
+    def _acquire(self, key: str) -> Lease | None:
+        """Our lease on ``key``'s mint, or None while another process holds it.
 
-    def _release(self, lock_key: str) -> None:
-        # Only our own lease: after it expired someone else may hold the key.
-        if self._call("unlock", lambda: self.backend.get(lock_key)) == self._owner:
-            self._call("unlock", lambda: self.backend.delete(lock_key))
+        Without cross-process leases, or with the backend failing, the per-key
+        lock already held is all there is: a do-nothing lease.
+        """
+        if self.leases is None:
+            return _NO_LEASE
+        leases = self.leases
+        result = self._call("lock", lambda: leases.acquire(key + ":lock") or False)
+        if result is None:  # the backend failed
+            return _NO_LEASE
+        return result or None
 
-    def _wait_for(
-        self, key: str, lock_key: str, fresh_after: float | None, deadline: float
-    ) -> EmbedToken | None:
-        """The token another process is minting; None when its lock is gone or time is up."""
+    def _wait_for(self, key: str, fresh_after: float | None, deadline: float) -> EmbedToken | None:
+        """The token another process is minting; None when its lease is gone or time is up."""
+        assert self.leases is not None
+        leases = self.leases
         delay = 0.02
         while time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
-            token = self._fresh_shared(key, fresh_after)
-            if token is not None:
+            token = self._fresh(key, fresh_after)
+            if token is not None or self._backend_down():
                 return token
-            if self._backend_down():
-                return None
-            if self._call("lock", lambda: self.backend.get(lock_key)) is None:
-                # The holder stores the token before it lets go of the lock, so
+            if not self._call("lock", lambda: leases.held(key + ":lock")):
+                # The holder stores the token before it lets go of the lease, so
                 # look once more: it may have landed between the two reads.
-                return self._fresh_shared(key, fresh_after)
+                return self._fresh(key, fresh_after)
         return None
 
-    def _fresh_shared(self, key: str, fresh_after: float | None) -> EmbedToken | None:
-        token = self._shared_get(key)
+    def _fresh(self, key: str, fresh_after: float | None) -> EmbedToken | None:
+        token = self._backend_get(key)
         if token is None or (fresh_after is not None and not _issued_after(token, fresh_after)):
             return None
         self._front_put(key, token)
@@ -265,13 +243,12 @@ class TokenCache:
 
     def _renew(self, key: str, seen: EmbedToken, mint: Mint) -> None:
         try:
-            latest = self._shared_get(key)
+            latest = self._backend_get(key)
             if latest is not None and latest.expires_at_epoch > seen.expires_at_epoch:
                 self._front_put(key, latest)  # another process already renewed it
                 return
-            lock_key = key + ":lock"
-            acquired = self._acquire(lock_key)
-            if acquired is False:
+            lease = self._acquire(key)
+            if lease is None:
                 return  # renewing elsewhere, or backing off after a failure
             try:
                 token = mint()
@@ -285,8 +262,7 @@ class TokenCache:
                 )
                 return
             self.put(key, token)
-            if acquired:
-                self._release(lock_key)
+            self._call("unlock", lease.release)
         except Exception:
             logger.exception("unexpected error while renewing a token ahead of expiry")
         finally:
@@ -299,15 +275,16 @@ class TokenCache:
         return time.monotonic() < self._backend_down_until
 
     def _call(self, action: str, operation: Callable[[], Any]) -> Any:
+        """``operation()``, or None when the backend fails or is cooling down."""
         if self._backend_down():
             return None
         try:
             return operation()
         except Exception as exc:
-            self._backend_down_until = time.monotonic() + self._backend_cooldown
             current = time.monotonic()
+            self._backend_down_until = current + BACKEND_COOLDOWN
             # A dead Redis would otherwise log once per page view.
-            if current - self._last_error_log >= self._error_log_interval:
+            if current - self._last_error_log >= ERROR_LOG_INTERVAL:
                 self._last_error_log = current
                 logger.warning(
                     "token cache %s failed (%s: %s); minting without the shared cache",
@@ -316,6 +293,14 @@ class TokenCache:
                     exc,
                 )
             return None
+
+
+class _NoLease:
+    def release(self) -> None:
+        pass
+
+
+_NO_LEASE = _NoLease()
 
 
 def _issued_after(token: EmbedToken, moment: float) -> bool:

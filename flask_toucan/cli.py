@@ -8,8 +8,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .errors import ToucanError
-from .tokens import InvalidToucanUser, ToucanUser
+from .errors import InvalidToucanUser, ToucanError
+from .identity import ToucanUser
 
 __all__ = ["toucan_cli"]
 
@@ -18,11 +18,9 @@ toucan_cli = AppGroup("toucan", help="Toucan AI embedding: configuration and con
 
 @toucan_cli.command("config")
 def show_config() -> None:
-    """Show the TOUCAN_* settings in force (the API key is never shown)."""
+    """Show the TOUCAN_* settings in force (secrets are never shown)."""
     settings = current_app.extensions["toucan"].settings
-    for name, value in sorted(vars(settings).items()):
-        if name == "api_key":
-            value = "<set>" if value else "<not set>"
+    for name, value in settings.as_config().items():
         click.echo(f"{name} = {value!r}")
 
 
@@ -64,7 +62,9 @@ def check(distinct_id: str, role: str | None, attrs: tuple[str, ...]) -> None:
     except ToucanError as exc:
         click.echo(f"FAILED: {exc}", err=True)
         raise SystemExit(1) from None
-    where = "preview (in-process FakeToucan)" if state.settings.preview else state.settings.base_url
+    where = (
+        "preview (tokens minted in process)" if state.settings.preview else state.settings.base_url
+    )
     click.echo(
         f"OK: Toucan at {where} minted a token for {distinct_id!r}; "
         f"it expires in {token.expires_in} s ({token.expires_at.isoformat()})."

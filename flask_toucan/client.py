@@ -22,7 +22,9 @@ from .errors import (
     ToucanResponseError,
     ToucanUnavailable,
 )
-from .tokens import EmbedToken, ToucanUser, now, parse_expires_in
+from .identity import ToucanUser
+from .settings import DEFAULTS
+from .tokens import EmbedToken, now, parse_expires_in
 
 __all__ = ["TokenClient"]
 
@@ -96,9 +98,9 @@ class TokenClient:
         base_url: str,
         api_key: str,
         *,
-        token_path: str = "/embed/generate-token",  # noqa: S107
-        timeout: tuple[float, float] = (3.05, 10.0),
-        max_retries: int = 2,
+        token_path: str = DEFAULTS["TOUCAN_TOKEN_PATH"],
+        timeout: tuple[float, float] = DEFAULTS["TOUCAN_TIMEOUT"],
+        max_retries: int = DEFAULTS["TOUCAN_MAX_RETRIES"],
         backoff_factor: float = 0.25,
         max_retry_after: float = 5.0,
         pool_maxsize: int = 10,

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from werkzeug.exceptions import BadGateway, HTTPException, ServiceUnavailable, Unauthorized
 
-from .tokens import InvalidToucanUser
-
 __all__ = [
     "InvalidToucanUser",
+    "InvalidVariant",
     "ToucanAPIError",
     "ToucanAuthError",
     "ToucanConfigError",
@@ -30,6 +29,18 @@ class ToucanError(Exception):
 
 class ToucanConfigError(ToucanError, RuntimeError):
     """The app's configuration is wrong; the message names the key to change."""
+
+
+class InvalidToucanUser(ToucanError, ValueError):
+    """A user description that cannot be sent to Toucan; the message says why.
+
+    A programming error in the app's ``user_loader`` (a 500 with a clear log
+    line), never something a browser can cause.
+    """
+
+
+class InvalidVariant(ToucanError):
+    """A page's token-variant reference that this app did not sign for this user."""
 
 
 class ToucanUserRequired(ToucanError, Unauthorized):

@@ -1,48 +1,84 @@
-"""Reading and checking the ``TOUCAN_*`` config keys."""
+"""Every ``TOUCAN_*`` config key: its default (stated here and nowhere else), its check, its doc.
+
+``apply_defaults`` writes the defaults into ``app.config`` (so it shows what is in
+force) and ``read_settings`` checks every key into a frozen :class:`Settings`.
+A wrong value raises :class:`~flask_toucan.errors.ToucanConfigError` naming the key.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ToucanConfigError
+from .identity import DEFAULT_ROLE
 
-__all__ = ["DEFAULTS", "Settings", "apply_defaults"]
-
-DEFAULT_BASE_URL = "https://toucanai.cloud"
-
-#: Defaults that do not depend on other keys; derived ones are set in apply_defaults.
-DEFAULTS: dict[str, Any] = {
-    "TOUCAN_BASE_URL": DEFAULT_BASE_URL,
-    "TOUCAN_TOKEN_PATH": "/embed/generate-token",
-    "TOUCAN_DEFAULT_ROLE": "explorer",
-    "TOUCAN_TIMEOUT": (3.05, 10),
-    "TOUCAN_MAX_RETRIES": 2,
-    "TOUCAN_MIN_TOKEN_TTL": 300,
-    "TOUCAN_CACHE_CONFIG": None,
-    "TOUCAN_CACHE_KEY_PREFIX": "toucan:",
-    "TOUCAN_URL_PREFIX": "/toucan",
-    "TOUCAN_REFRESH": True,
-    "TOUCAN_REFRESH_STRATEGY": "attribute",
-    "TOUCAN_PREVIEW": False,
-    "TOUCAN_PREVIEW_TOKEN_LIFETIME": 3600,
-    "TOUCAN_REFRESH_AHEAD": 0.5,
-    "TOUCAN_LOCK_TIMEOUT": 10,
-    "TOUCAN_LOCK_WAIT": 5.0,
-    "TOUCAN_FRONT_CACHE_SIZE": 1000,
-    "TOUCAN_FRONT_CACHE_TTL": 30,
-    "TOUCAN_ON_ERROR": "raise",
-}
+__all__ = ["KEYS", "Key", "Settings", "apply_defaults", "read_settings", "redact"]
 
 REFRESH_STRATEGIES = ("attribute", "remount")
 ON_ERROR = ("raise", "placeholder")
 
+#: Marks a default computed from other keys in ``apply_defaults``.
+DERIVED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default and the one-line description the docs show."""
+
+    name: str
+    default: Any
+    doc: str
+
+    @property
+    def field(self) -> str:
+        return self.name.removeprefix("TOUCAN_").lower()
+
+
+KEYS: tuple[Key, ...] = (
+    Key("TOUCAN_API_KEY", DERIVED, "your Toucan API key (default: env TOUCAN_API_KEY); "
+        "required unless preview mode"),
+    Key("TOUCAN_BASE_URL", "https://toucanai.cloud", "SaaS or your self-hosted instance"),
+    Key("TOUCAN_TOKEN_PATH", "/embed/generate-token",
+        "token endpoint path (older docs: /api/generate-token)"),
+    Key("TOUCAN_SERVER_URL", DERIVED, "the components' server-url (default: base + /api)"),
+    Key("TOUCAN_SCRIPT_URL", DERIVED,
+        "the web-components module (default: base + /embed/embed.js)"),
+    Key("TOUCAN_DEFAULT_ROLE", DEFAULT_ROLE, "role when the user loader gives none"),
+    Key("TOUCAN_TIMEOUT", (3.05, 10), "connect, read seconds (one number sets both)"),
+    Key("TOUCAN_MAX_RETRIES", 2, "retries on 429/502/503/504 and connection errors"),
+    Key("TOUCAN_MIN_TOKEN_TTL", 300, "never hand out a cached token with fewer seconds left"),
+    Key("TOUCAN_CACHE_CONFIG", None, "a flask-caching config dict (default: in-process "
+        "SimpleCache); Toucan(app, cache=...) wins"),
+    Key("TOUCAN_CACHE_KEY_PREFIX", "toucan:", "namespace of our keys in a shared cache"),
+    Key("TOUCAN_URL_PREFIX", "/toucan", "where the blueprint (scripts, refresh) is mounted"),
+    Key("TOUCAN_REFRESH", True, "include the token refresh controller with toucan_script()"),
+    Key("TOUCAN_REFRESH_STRATEGY", "attribute",
+        "how the controller hands a component a new token: attribute or remount"),
+    Key("TOUCAN_PREVIEW", False, "offline preview: tokens minted in process, stand-in "
+        "components, no Toucan account needed"),
+    Key("TOUCAN_PREVIEW_TOKEN_LIFETIME", 3600, "seconds of life of preview tokens"),
+    Key("TOUCAN_REFRESH_AHEAD", 0.5, "share of a token's life after which it is renewed in "
+        "the background (0 = off)"),
+    Key("TOUCAN_LOCK_TIMEOUT", 10, "seconds a mint lease lives in the shared cache"),
+    Key("TOUCAN_LOCK_WAIT", 5.0, "seconds a request waits for another one's mint of the "
+        "same token before minting itself"),
+    Key("TOUCAN_FRONT_CACHE_SIZE", 1000,
+        "entries of the in-process front cache over a shared backend"),
+    Key("TOUCAN_FRONT_CACHE_TTL", 30, "seconds a front-cache entry may live (0 = off)"),
+    Key("TOUCAN_ON_ERROR", "raise", "raise: a failed mint is a 502/503 page; placeholder: "
+        "the page renders, each component becomes toucan/unavailable.html"),
+)  # fmt: skip
+
+DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS if k.default is not DERIVED}
+
 
 @dataclass(frozen=True)
 class Settings:
-    """The checked config of one app, frozen at ``init_app``."""
+    """The checked config of one app, frozen at ``init_app``. Fields: the keys, lower case."""
 
     api_key: str | None
     base_url: str
@@ -67,12 +103,36 @@ class Settings:
     front_cache_ttl: float
     on_error: str
 
+    def as_config(self) -> dict[str, Any]:
+        """``{"TOUCAN_...": value}`` with secrets redacted, for display."""
+        shown = {
+            "TOUCAN_" + f.name.upper(): redact(getattr(self, f.name), f.name) for f in fields(self)
+        }
+        shown["TOUCAN_API_KEY"] = "<set>" if self.api_key else "<not set>"
+        return shown
+
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{name}={'<hidden>' if name == 'api_key' else repr(value)}"
-            for name, value in self.__dict__.items()
+            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields(self)
         )
         return f"Settings({shown})"
+
+
+_SECRET_NAME = re.compile(r"(key|password|passwd|secret|token|credential)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
+
+
+def redact(value: Any, name: str = "") -> Any:
+    """``value`` for display: secret-named entries hidden, passwords in URLs masked."""
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    if isinstance(value, str):
+        if name and _SECRET_NAME.search(name) and not name.upper().endswith("PREFIX"):
+            return "<hidden>"
+        return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:<hidden>@", value)
+    return value
 
 
 def apply_defaults(config: dict[str, Any]) -> None:
@@ -88,7 +148,7 @@ def apply_defaults(config: dict[str, Any]) -> None:
 
 
 def _fail(key: str, problem: str, value: object) -> ToucanConfigError:
-    shown = "<hidden>" if key == "TOUCAN_API_KEY" else repr(value)
+    shown = repr(redact(value, key))
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return ToucanConfigError(f"{key} {problem} (got {shown})")
@@ -119,20 +179,6 @@ def _int(config: Mapping[str, Any], key: str, minimum: int) -> int:
     return value
 
 
-def _timeout(config: Mapping[str, Any]) -> tuple[float, float]:
-    value = config.get("TOUCAN_TIMEOUT")
-    parts = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(parts) != 2 or not all(
-        isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0 for p in parts
-    ):
-        raise _fail(
-            "TOUCAN_TIMEOUT",
-            "must be a positive number of seconds or a (connect, read) pair",
-            value,
-        )
-    return float(parts[0]), float(parts[1])
-
-
 def _number(config: Mapping[str, Any], key: str, low: float, high: float | None = None) -> float:
     value = config.get(key)
     if (
@@ -146,55 +192,85 @@ def _number(config: Mapping[str, Any], key: str, low: float, high: float | None 
     raise _fail(key, f"must be a number {bounds}", value)
 
 
+def _choice(choices: tuple[str, ...]) -> Callable[[Mapping[str, Any], str], str]:
+    def check(config: Mapping[str, Any], key: str) -> str:
+        value = config.get(key)
+        if value not in choices:
+            raise _fail(key, f"must be one of {choices}", value)
+        return str(value)
+
+    return check
+
+
+def _timeout(config: Mapping[str, Any], key: str) -> tuple[float, float]:
+    value = config.get(key)
+    parts = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(parts) != 2 or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0 for p in parts
+    ):
+        raise _fail(key, "must be a positive number of seconds or a (connect, read) pair", value)
+    return float(parts[0]), float(parts[1])
+
+
+def _api_key(config: Mapping[str, Any], key: str) -> str | None:
+    api_key = config.get(key)
+    if _bool(config, "TOUCAN_PREVIEW"):
+        return api_key if isinstance(api_key, str) and api_key else None
+    if api_key is None or api_key == "":
+        raise ToucanConfigError(
+            "TOUCAN_API_KEY is not set: put your Toucan API key in app.config"
+            "['TOUCAN_API_KEY'] or the TOUCAN_API_KEY environment variable, or "
+            "set TOUCAN_PREVIEW = True to try flask_toucan without an account"
+        )
+    if not isinstance(api_key, str) or not api_key.strip() or "\n" in api_key:
+        raise _fail(key, "must be a non-empty one-line string", api_key)
+    return api_key
+
+
+def _cache_config(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = config.get(key)
+    if value is not None and not isinstance(value, Mapping):
+        raise _fail(key, "must be a flask-caching config dict or None", value)
+    return value
+
+
+def _prefix(config: Mapping[str, Any], key: str) -> str:
+    value = config.get(key)
+    if not isinstance(value, str):
+        raise _fail(key, "must be a string", value)
+    return value
+
+
+Check = Callable[[Mapping[str, Any], str], Any]
+
+_CHECKS: dict[str, Check] = {
+    "TOUCAN_API_KEY": _api_key,
+    "TOUCAN_BASE_URL": lambda c, k: _string(c, k, url=True).rstrip("/"),
+    "TOUCAN_TOKEN_PATH": lambda c, k: _string(c, k, path=True),
+    "TOUCAN_SERVER_URL": lambda c, k: _string(c, k, url=True),
+    "TOUCAN_SCRIPT_URL": _string,
+    "TOUCAN_DEFAULT_ROLE": _string,
+    "TOUCAN_TIMEOUT": _timeout,
+    "TOUCAN_MAX_RETRIES": lambda c, k: _int(c, k, 0),
+    "TOUCAN_MIN_TOKEN_TTL": lambda c, k: _int(c, k, 0),
+    "TOUCAN_CACHE_CONFIG": _cache_config,
+    "TOUCAN_CACHE_KEY_PREFIX": _prefix,
+    "TOUCAN_URL_PREFIX": lambda c, k: _string(c, k, path=True).rstrip("/") or "/",
+    "TOUCAN_REFRESH": _bool,
+    "TOUCAN_REFRESH_STRATEGY": _choice(REFRESH_STRATEGIES),
+    "TOUCAN_PREVIEW": _bool,
+    "TOUCAN_PREVIEW_TOKEN_LIFETIME": lambda c, k: _int(c, k, 1),
+    "TOUCAN_REFRESH_AHEAD": lambda c, k: _number(c, k, 0, 1),
+    "TOUCAN_LOCK_TIMEOUT": lambda c, k: _int(c, k, 1),
+    "TOUCAN_LOCK_WAIT": lambda c, k: _number(c, k, 0),
+    "TOUCAN_FRONT_CACHE_SIZE": lambda c, k: _int(c, k, 0),
+    "TOUCAN_FRONT_CACHE_TTL": lambda c, k: _number(c, k, 0),
+    "TOUCAN_ON_ERROR": _choice(ON_ERROR),
+}
+
+
 def read_settings(config: Mapping[str, Any]) -> Settings:
     """Check every ``TOUCAN_*`` key; a wrong one raises ToucanConfigError naming it."""
-    preview = _bool(config, "TOUCAN_PREVIEW")
-    api_key = config.get("TOUCAN_API_KEY")
-    if not preview:
-        if api_key is None or api_key == "":
-            raise ToucanConfigError(
-                "TOUCAN_API_KEY is not set: put your Toucan API key in app.config"
-                "['TOUCAN_API_KEY'] or the TOUCAN_API_KEY environment variable, or "
-                "set TOUCAN_PREVIEW = True to try flask_toucan without an account"
-            )
-        if not isinstance(api_key, str) or not api_key.strip() or "\n" in api_key:
-            raise _fail("TOUCAN_API_KEY", "must be a non-empty one-line string", api_key)
-    cache_config = config.get("TOUCAN_CACHE_CONFIG")
-    if cache_config is not None and not isinstance(cache_config, Mapping):
-        raise _fail(
-            "TOUCAN_CACHE_CONFIG", "must be a flask-caching config dict or None", cache_config
-        )
-    prefix = config.get("TOUCAN_CACHE_KEY_PREFIX")
-    if not isinstance(prefix, str):
-        raise _fail("TOUCAN_CACHE_KEY_PREFIX", "must be a string", prefix)
-    strategy = config.get("TOUCAN_REFRESH_STRATEGY")
-    if strategy not in REFRESH_STRATEGIES:
-        raise _fail("TOUCAN_REFRESH_STRATEGY", f"must be one of {REFRESH_STRATEGIES}", strategy)
-    url_prefix = _string(config, "TOUCAN_URL_PREFIX", path=True)
-    on_error = config.get("TOUCAN_ON_ERROR")
-    if on_error not in ON_ERROR:
-        raise _fail("TOUCAN_ON_ERROR", f"must be one of {ON_ERROR}", on_error)
-    return Settings(
-        api_key=api_key if isinstance(api_key, str) and api_key else None,
-        base_url=_string(config, "TOUCAN_BASE_URL", url=True).rstrip("/"),
-        token_path=_string(config, "TOUCAN_TOKEN_PATH", path=True),
-        server_url=_string(config, "TOUCAN_SERVER_URL", url=True),
-        script_url=_string(config, "TOUCAN_SCRIPT_URL"),
-        default_role=_string(config, "TOUCAN_DEFAULT_ROLE"),
-        timeout=_timeout(config),
-        max_retries=_int(config, "TOUCAN_MAX_RETRIES", 0),
-        min_token_ttl=_int(config, "TOUCAN_MIN_TOKEN_TTL", 0),
-        cache_config=cache_config,
-        cache_key_prefix=prefix,
-        url_prefix=url_prefix.rstrip("/") or "/",
-        refresh=_bool(config, "TOUCAN_REFRESH"),
-        refresh_strategy=str(strategy),
-        preview=preview,
-        preview_token_lifetime=_int(config, "TOUCAN_PREVIEW_TOKEN_LIFETIME", 1),
-        refresh_ahead=_number(config, "TOUCAN_REFRESH_AHEAD", 0, 1),
-        lock_timeout=_int(config, "TOUCAN_LOCK_TIMEOUT", 1),
-        lock_wait=_number(config, "TOUCAN_LOCK_WAIT", 0),
-        front_cache_size=_int(config, "TOUCAN_FRONT_CACHE_SIZE", 0),
-        front_cache_ttl=_number(config, "TOUCAN_FRONT_CACHE_TTL", 0),
-        on_error=str(on_error),
-    )
+    # TOUCAN_PREVIEW first: whether the API key is required depends on it.
+    _bool(config, "TOUCAN_PREVIEW")
+    return Settings(**{key.field: _CHECKS[key.name](config, key.name) for key in KEYS})

@@ -1,22 +1,24 @@
-"""Per-app and per-request state of the extension (no Flask imports)."""
+"""What the extension keeps per app (``app.extensions["toucan"]``) and per request (``g``)."""
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from markupsafe import Markup
+from cachelib.simple import SimpleCache
 
+from .backends import FrontCache
 from .cache import TokenCache
 from .client import TokenClient
+from .coordination import leases_for
 from .errors import ToucanAPIError
+from .identity import ToucanUser, cache_key, key_fingerprint
+from .preview import PreviewMinter
 from .settings import Settings
-from .tokens import EmbedToken, ToucanUser, cache_key, key_fingerprint
+from .tokens import EmbedToken, Minter
 from .variants import TokenVariants
-
-if TYPE_CHECKING:
-    from .extension import Toucan
 
 __all__ = ["AppState", "RequestState"]
 
@@ -25,72 +27,81 @@ class AppState:
     """What the extension keeps for one app, in ``app.extensions["toucan"]``."""
 
     def __init__(
-        self, toucan: Toucan, settings: Settings, cache: TokenCache, variants: TokenVariants
+        self,
+        toucan: Any,  # the Toucan instance (typed loosely: it imports us)
+        settings: Settings,
+        backend: Callable[[], Any],
+        variants: TokenVariants,
     ) -> None:
         self.toucan = toucan
         self.settings = settings
-        self.cache = cache
         self.variants = variants
+        self._backend = backend
+        self._cache: TokenCache | None = None
+        self._minter: Minter | None = None
+        self._minter_pid = 0
         self._lock = threading.Lock()
-        self._client: TokenClient | None = None
-        self._pid = 0
-        self.preview_fake: Any = None  # a FakeToucan in preview mode
-        self._key_fingerprint = key_fingerprint(settings.api_key or "preview")
         self._key_base = "preview:" if settings.preview else settings.base_url
-        self.urls: dict[tuple[Any, ...], str] = {}  # url_for results, by script root
-        self.script_memo: tuple[tuple[Any, ...] | None, Markup] = (None, Markup(""))
+        self._fingerprint = key_fingerprint(settings.api_key or "preview")
 
-    def client(self) -> TokenClient:
-        # Built on first use in each process: a requests.Session (or the preview
-        # server's thread) made before a gunicorn fork must not be shared.
-        pid = os.getpid()
-        if self._client is None or self._pid != pid:
+    @property
+    def cache(self) -> TokenCache:
+        # Built on first use: an app-provided Cache may be initialised after us.
+        if self._cache is None:
+            self._cache = _token_cache(self._backend(), self.settings)
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: TokenCache) -> None:
+        self._cache = value
+
+    def minter(self) -> Minter:
+        # One per process: a requests.Session made before a gunicorn fork must not be shared.
+        if self._minter is None or self._minter_pid != os.getpid():
             with self._lock:
-                if self._client is None or self._pid != pid:
-                    self._client = self._make_client()
-                    self._pid = pid
-        return self._client
-
-    def _make_client(self) -> TokenClient:
-        s = self.settings
-        if s.preview:
-            from .testing import FakeToucan
-
-            self.preview_fake = FakeToucan(expires_in=s.preview_token_lifetime).start()
-            base_url, api_key = self.preview_fake.url, self.preview_fake.api_key
-        else:
-            assert s.api_key is not None
-            base_url, api_key = s.base_url, s.api_key
-        return TokenClient(
-            base_url,
-            api_key,
-            token_path=s.token_path if not s.preview else "/embed/generate-token",
-            timeout=s.timeout,
-            max_retries=s.max_retries,
-        )
+                if self._minter is None or self._minter_pid != os.getpid():
+                    self._minter = _make_minter(self.settings)
+                    self._minter_pid = os.getpid()
+        return self._minter
 
     def key_for(self, user: ToucanUser) -> str:
-        s = self.settings
-        return cache_key(s.cache_key_prefix, self._key_base, self._key_fingerprint, user)
+        return cache_key(self.settings.cache_key_prefix, self._key_base, self._fingerprint, user)
+
+
+def _make_minter(s: Settings) -> Minter:
+    if s.preview:
+        return PreviewMinter(s.preview_token_lifetime)
+    assert s.api_key is not None
+    return TokenClient(
+        s.base_url, s.api_key, token_path=s.token_path, timeout=s.timeout, max_retries=s.max_retries
+    )
 
 
 class RequestState:
-    """What the extension keeps for one request, in ``g._toucan_request``.
+    """What the extension keeps for one request, in ``g._toucan``."""
 
-    One object instead of several ``g`` attributes: every ``g`` access goes
-    through a context-local proxy, and helpers run several times per page.
-    """
+    __slots__ = ("app", "error", "loaded", "no_store", "token", "user", "variant")
 
-    __slots__ = (
-        "app_state", "error", "loaded", "no_store", "token", "tokens", "user", "variant"
-    )  # fmt: skip
-
-    def __init__(self, app_state: AppState) -> None:
-        self.app_state = app_state
+    def __init__(self, app: AppState) -> None:
+        self.app = app
         self.loaded = False
         self.user: ToucanUser | None = None
-        self.tokens: dict[str, EmbedToken] = {}
-        self.token: EmbedToken | None = None  # the decorated view's token
-        self.variant: tuple[ToucanUser, dict[str, Any]] | None = None
+        self.token: EmbedToken | None = None  # the token of this request's components
+        self.error: ToucanAPIError | None = None  # why there is none (placeholder mode)
+        self.variant: tuple[ToucanUser, dict[str, Any]] | None = None  # inject_token(role=...)
         self.no_store = False
-        self.error: ToucanAPIError | None = None  # a failed mint, in placeholder mode
+
+
+def _token_cache(backend: Any, s: Settings) -> TokenCache:
+    """The TokenCache of one app over ``backend``."""
+    shared = not isinstance(backend, SimpleCache)
+    front = shared and s.front_cache_size > 0 and s.front_cache_ttl > 0
+    return TokenCache(
+        backend,
+        leases=leases_for(backend, s.lock_timeout),
+        front=FrontCache(s.front_cache_size, s.front_cache_ttl) if front else None,
+        min_ttl=s.min_token_ttl,
+        # Preview tokens cost nothing to mint: no background thread for them.
+        refresh_ahead=0 if s.preview else s.refresh_ahead,
+        lock_wait=s.lock_wait,
+    )

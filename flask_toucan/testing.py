@@ -1,4 +1,4 @@
-"""A fake Toucan token endpoint served over real HTTP, for tests and preview mode.
+"""A fake Toucan token endpoint served over real HTTP, for tests.
 
 >>> with FakeToucan() as fake:
 ...     app.config.update(TOUCAN_BASE_URL=fake.url, TOUCAN_API_KEY=fake.api_key)
@@ -10,7 +10,6 @@ who they were minted for.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import random
@@ -25,11 +24,13 @@ from typing import Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from .preview import decode_fake_token, encode_fake_token
+from .settings import DEFAULTS
 from .tokens import now, parse_expires_in
 
 __all__ = ["Failure", "FakeToucan", "RecordedRequest", "decode_fake_token"]
 
-TOKEN_PATH = "/embed/generate-token"  # noqa: S105 - a URL path, not a secret
+TOKEN_PATH: str = DEFAULTS["TOUCAN_TOKEN_PATH"]
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,6 @@ class Failure:
     drop: bool = False
     delay: float = 0.0
     drip: float = 0.0
-
-
-def decode_fake_token(token: str) -> dict[str, Any]:
-    """The identity a FakeToucan token was minted for."""
-    try:
-        _, payload, _ = token.split(".")
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("not a FakeToucan token") from exc
-    if not isinstance(data, dict):
-        raise ValueError("not a FakeToucan token")
-    return data
 
 
 class _Handler(WSGIRequestHandler):
@@ -311,22 +300,8 @@ class FakeToucan:
         return Response(json.dumps(answer), status=200, content_type="application/json")
 
     def _issue(self, payload: dict[str, Any]) -> str:
-        user = payload["user"]
         seconds = parse_expires_in(self.expires_in) if self.expires_in is not None else 3600
-        claims = {
-            "sub": user["distinctId"],
-            "role": user["role"],
-            "attributes": user["attributes"],
-            "permissions": payload.get("permissions"),
-            "iat": int(now()),
-            "exp": int(now()) + seconds,
-        }
-        encoded = (
-            base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
-            .decode()
-            .rstrip("=")
-        )
-        token = f"fake.{encoded}.{secrets.token_urlsafe(12)}"
+        token = encode_fake_token(payload, seconds, now())
         with self._lock:
             self.tokens_issued.append(token)
         return token

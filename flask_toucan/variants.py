@@ -14,16 +14,12 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .errors import ToucanConfigError
-from .tokens import ToucanUser
+from .errors import InvalidVariant, ToucanConfigError
+from .identity import ToucanUser
 
-__all__ = ["InvalidVariant", "TokenVariants"]
+__all__ = ["TokenVariants"]
 
 _SALT = "flask_toucan.token-variant"
-
-
-class InvalidVariant(Exception):
-    """A variant reference that was not signed by this app for this user."""
 
 
 class TokenVariants:

@@ -1,4 +1,4 @@
-"""The blueprint: the token refresh endpoint and the static scripts.
+"""The HTTP side: the blueprint (refresh endpoint, scripts), response headers, placeholders.
 
 ``POST <prefix>/token`` hands the current user (from the server-side
 ``user_loader``, never from the request) a token through the same cache as pages.
@@ -10,16 +10,35 @@ they come from another site.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    has_request_context,
+    jsonify,
+    render_template,
+    request,
+)
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from .errors import ToucanAPIError, ToucanUserRequired
-from .variants import InvalidVariant
+from . import markup
+from .errors import InvalidVariant, ToucanAPIError, ToucanUserRequired
+from .state import RequestState
 
-__all__ = ["REFRESH_HEADER", "create_blueprint", "exempt_from_csrf"]
+__all__ = [
+    "REFRESH_HEADER",
+    "create_blueprint",
+    "csp_nonce",
+    "exempt_from_csrf",
+    "no_store_when_token_sent",
+    "placeholder",
+]
 
 #: Header the refresh controller sends; its presence is the CSRF defence.
 REFRESH_HEADER = "X-Toucan-Refresh"
@@ -38,6 +57,10 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         template_folder="templates",
     )
     bp.add_url_rule("/token", view_func=refresh_token, methods=["POST"])
+    # URL value preprocessors run before every before_request function (the app's
+    # included) and only for this blueprint's requests: the one place to exempt the
+    # refresh endpoint from a CSRFProtect set up after us, at no cost to other views.
+    bp.url_value_preprocessor(lambda endpoint, values: exempt_from_csrf(current_app))
     return bp
 
 
@@ -70,7 +93,7 @@ def refresh_token() -> ResponseReturnValue:
     body: Any = request.get_json(silent=True) if request.content_length else None
     variant = body.get("variant") if isinstance(body, dict) else None
     try:
-        user = toucan._require_user()
+        user = toucan._require_user()  # the server-side user, whatever the body says
         if isinstance(variant, str) and variant:
             user = state.variants.apply(variant, user)
         token = toucan.get_token(user)
@@ -94,3 +117,42 @@ def exempt_from_csrf(app: Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None and hasattr(csrf, "exempt"):
         csrf.exempt(REFRESH_VIEW)
+
+
+def placeholder(tag: str, fixed: Mapping[str, object], attrs: Mapping[str, object]) -> Markup:
+    """What stands in for a component when no token could be had (TOUCAN_ON_ERROR)."""
+    layout = {
+        markup.attribute_name(k): v
+        for k, v in attrs.items()
+        if k in ("style", "class_", "class", "id")
+    }
+    html = render_template(
+        "toucan/unavailable.html",
+        kind="assistant" if tag == "tc-ai-assistant" else "dashboard",
+        item_id=fixed.get("dashboard-id") or fixed.get("chart-id"),
+        layout=markup.html_attributes(layout),
+    )
+    return Markup(html)  # noqa: S704 - rendered by an autoescaped template
+
+
+def csp_nonce() -> str | None:
+    # Flask-Talisman (and look-alikes) expose the request's nonce as a Jinja global.
+    nonce_fn = current_app.jinja_env.globals.get("csp_nonce")
+    if callable(nonce_fn) and has_request_context():
+        nonce = nonce_fn()
+        return str(nonce) if nonce else None
+    return None
+
+
+def no_store_when_token_sent(response: Response) -> Response:
+    rs: RequestState | None = g.get("_toucan")
+    if rs is not None and rs.no_store:
+        headers = response.headers
+        headers["Cache-Control"] = "private, no-store"
+        headers.pop("Expires", None)
+        vary = headers.get("Vary")
+        if not vary:
+            headers["Vary"] = "Cookie"
+        elif "cookie" not in vary.lower():
+            headers["Vary"] = vary + ", Cookie"
+    return response

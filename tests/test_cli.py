@@ -11,8 +11,8 @@ def test_config_command_hides_the_key(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["toucan", "config"])
     assert result.exit_code == 0, result.output
     assert API_KEY not in result.output
-    assert "api_key = '<set>'" in result.output
-    assert "min_token_ttl = 300" in result.output
+    assert "TOUCAN_API_KEY = '<set>'" in result.output
+    assert "TOUCAN_MIN_TOKEN_TTL = 300" in result.output
 
 
 def test_check_mints_for_the_given_user(app: Flask, fake: FakeToucan, clock: Clock) -> None:

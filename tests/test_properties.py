@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_toucan import ToucanUser
+from flask_toucan.identity import cache_key, key_fingerprint
 from flask_toucan.testing import FakeToucan, decode_fake_token
-from flask_toucan.tokens import cache_key, key_fingerprint
 
 from .markup import start_tags
 

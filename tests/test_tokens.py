@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC
 
 import pytest
 
-from flask_toucan import EmbedToken, ToucanUser, parse_expires_in
-from flask_toucan.tokens import FALLBACK_LIFETIME, InvalidToucanUser, cache_key, key_fingerprint
+from flask_toucan import EmbedToken, InvalidToucanUser, ToucanUser, parse_expires_in
+from flask_toucan.backends import decode_token, encode_token
+from flask_toucan.identity import cache_key, key_fingerprint
+from flask_toucan.tokens import FALLBACK_LIFETIME
 
 from .conftest import Clock
 
@@ -164,9 +167,17 @@ def test_embed_token_expiry_and_dict(clock: Clock) -> None:
     assert data["expiresAt"].endswith("Z")
     clock.advance(10_000)
     assert token.expires_in == 0
-    assert EmbedToken.from_cache(token.to_cache()) == token
-    assert EmbedToken.from_cache({"v": 2}) is None
-    assert EmbedToken.from_cache("junk") is None
+
+
+def test_cache_format_round_trips_and_refuses_anything_else(clock: Clock) -> None:
+    token = EmbedToken.from_lifetime("abc.def", 3600, clock())
+    text = encode_token(token)
+    assert json.loads(text)["token"] == "abc.def"  # plain JSON, not pickle
+    assert decode_token(text) == token
+    assert decode_token('{"v": 2}') is None
+    assert decode_token("junk") is None
+    assert decode_token(b"!pickled") is None
+    assert decode_token('{"v":2,"token":"t","expires_at":1e300,"issued_at":null}') is None
 
 
 def test_embed_token_repr_hides_value() -> None:

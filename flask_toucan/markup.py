@@ -1,15 +1,15 @@
-"""HTML for the Toucan web components, built with markupsafe so every value is escaped."""
+"""HTML for the Toucan components and script tags, built with markupsafe: every value escaped."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from .tokens import EmbedToken
 
-__all__ = ["attribute_name", "component_html", "html_attributes", "script_html"]
+__all__ = ["attribute_name", "component_html", "epoch", "html_attributes", "script_html"]
 
 _ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 # Set by flask_toucan itself; a template must not override them by accident.
@@ -37,21 +37,17 @@ def attribute_name(name: str) -> str:
 
 def html_attributes(attrs: Mapping[str, object]) -> Markup:
     """`` name="value"`` pairs, escaped. ``None``/``False`` drop an attribute, ``True`` is bare."""
-    # Assembled from escape()d parts and wrapped once: Markup.format would do the
-    # same escaping, several times slower, and this runs on every page view.
-    parts: list[str] = []
+    html = Markup()
     for name, value in attrs.items():
         if value is None or value is False:
             continue
         if not _ATTR_NAME.match(name):  # our names and attribute_name()'s always match
             raise ValueError(f"{name!r} is not a valid HTML attribute name")
-        parts.append(" ")
-        parts.append(name)
-        if value is not True:
-            parts.append('="')
-            parts.append(escape(str(value)))
-            parts.append('"')
-    return Markup("".join(parts))  # noqa: S704 - every part was escaped above
+        if value is True:
+            html += Markup(" ") + name
+        else:
+            html += Markup(' {}="{}"').format(name, value)
+    return html
 
 
 def component_html(
@@ -66,17 +62,16 @@ def component_html(
     attrs["auth-token"] = token.value
     attrs["server-url"] = server_url
     # Tokens are opaque, so the refresh controller learns the expiry from here.
-    attrs["data-toucan-expires-at"] = _epoch(token.expires_at_epoch)
+    attrs["data-toucan-expires-at"] = epoch(token.expires_at_epoch)
     for key, value in extra.items():
         name = attribute_name(key)
         if name in RESERVED:
             raise ValueError(f"{name!r} is set by flask_toucan and cannot be passed")
         attrs[name] = value
-    # tag is one of our own constants; the attributes come back escaped.
-    return Markup("".join(("<", tag, html_attributes(attrs), "></", tag, ">")))  # noqa: S704
+    return Markup("<{0}{1}></{0}>").format(Markup(tag), html_attributes(attrs))  # noqa: S704 - tag: ours
 
 
-def _epoch(seconds: float) -> str:
+def epoch(seconds: float) -> str:
     """Epoch seconds with millisecond precision, for the refresh controller."""
     return format(seconds, ".3f")
 
@@ -85,4 +80,4 @@ def script_html(src: str, nonce: str | None, extra: Mapping[str, object] | None 
     """A ``<script type="module">`` tag, carrying the CSP nonce when the app has one."""
     attrs: dict[str, object] = {"type": "module", "src": src, "nonce": nonce}
     attrs.update(extra or {})
-    return Markup("".join(("<script", html_attributes(attrs), "></script>")))  # noqa: S704
+    return Markup("<script{}></script>").format(html_attributes(attrs))

@@ -1,0 +1,64 @@
+"""Preview mode's minter: tokens made in process, with no socket and no thread.
+
+Preview tokens look like ``fake.<base64 JSON claims>.<random>``, the same format
+:class:`~flask_toucan.testing.FakeToucan` issues: still opaque to the rest of
+flask_toucan, but the preview components (and :func:`decode_fake_token`) can read
+who each token was minted for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from typing import Any
+
+from .identity import ToucanUser
+from .tokens import EmbedToken, now
+
+__all__ = ["PreviewMinter", "decode_fake_token", "encode_fake_token"]
+
+
+def encode_fake_token(payload: dict[str, Any], lifetime: int, issued_at: float) -> str:
+    """A readable stand-in token for the identity in a token-request ``payload``."""
+    user = payload["user"]
+    claims = {
+        "sub": user["distinctId"],
+        "role": user["role"],
+        "attributes": user["attributes"],
+        "permissions": payload.get("permissions"),
+        "iat": int(issued_at),
+        "exp": int(issued_at) + lifetime,
+    }
+    encoded = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+    return f"fake.{encoded.decode().rstrip('=')}.{secrets.token_urlsafe(12)}"
+
+
+def decode_fake_token(token: str) -> dict[str, Any]:
+    """The identity a preview or FakeToucan token was minted for."""
+    try:
+        _, payload, _ = token.split(".")
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a FakeToucan token") from exc
+    if not isinstance(data, dict):
+        raise ValueError("not a FakeToucan token")
+    return data
+
+
+class PreviewMinter:
+    """Mints preview tokens of ``lifetime`` seconds for any user, instantly and offline."""
+
+    def __init__(self, lifetime: int) -> None:
+        self.lifetime = lifetime
+        #: How many tokens were minted (the preview has no server to count them).
+        self.minted = 0
+
+    def mint(self, user: ToucanUser) -> EmbedToken:
+        issued_at = now()
+        value = encode_fake_token(user.to_payload(), self.lifetime, issued_at)
+        self.minted += 1
+        return EmbedToken.from_lifetime(value, self.lifetime, issued_at)
+
+    def __repr__(self) -> str:
+        return f"PreviewMinter(lifetime={self.lifetime})"
