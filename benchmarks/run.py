@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -15,12 +16,13 @@ from typing import Any
 
 import requests
 from flask import Flask
+from markupsafe import Markup
 from tqdm import tqdm
 
-from flask_toucan import EmbedToken, ToucanUser
+from flask_toucan import EmbedToken, ToucanUser, markup
 from flask_toucan.client import TokenClient
 from flask_toucan.testing import FakeToucan
-from tests.servers import Gunicorn, RedisServer
+from tests.servers import Gunicorn, RedisClusterSet, RedisSentinelSet, RedisServer
 
 from .app import create_app
 
@@ -41,6 +43,7 @@ class Sizes:
     growth: tuple[int, ...] = (1, 1_000, 100_000)
     rollover_lifetime: int = 4
     rollover_seconds: float = 16.0
+    later_views: int = 40
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -55,6 +58,7 @@ class Sizes:
             growth=(1, 100, 1000),
             rollover_lifetime=3,
             rollover_seconds=5.0,
+            later_views=5,
         )
 
 
@@ -68,6 +72,7 @@ class Results:
     connections: dict[str, int] = field(default_factory=dict)
     growth: list[dict[str, Any]] = field(default_factory=list)
     rollover: dict[str, dict[str, float]] = field(default_factory=dict)
+    markup: dict[str, float] = field(default_factory=dict)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -108,8 +113,11 @@ def interleaved(run_a: Callable[[], float], run_b: Callable[[], float], rounds: 
     return ratios
 
 
-def hotpath_wsgi(app: Flask, rounds: int, batch: int) -> dict[str, float]:
+def hotpath_wsgi(
+    app: Flask, rounds: int, batch: int, pages: tuple[str, str] = ("/page", "/baseline")
+) -> dict[str, float]:
     client = app.test_client()
+    client.get("/login/alice")  # Flask-Login's session, used by the realistic pages
 
     def batch_of(path: str) -> Callable[[], float]:
         def run() -> float:
@@ -121,9 +129,41 @@ def hotpath_wsgi(app: Flask, rounds: int, batch: int) -> dict[str, float]:
 
         return run
 
-    for path in ("/page", "/baseline"):  # warm-up: token minted, templates compiled
+    for path in pages:  # warm-up: token minted, templates compiled
         batch_of(path)()
-    return spread(interleaved(batch_of("/page"), batch_of("/baseline"), rounds))
+    return spread(interleaved(batch_of(pages[0]), batch_of(pages[1]), rounds))
+
+
+def _format_attributes(attrs: Any) -> Markup:
+    """The attribute builder written with Markup.format, for the comparison below."""
+    html = Markup()
+    for name, value in attrs.items():
+        if value is None or value is False:
+            continue
+        html += Markup(" ") + name if value is True else Markup(' {}="{}"').format(name, value)
+    return html
+
+
+def attribute_builder(app: Flask, rounds: int, batch: int) -> dict[str, float]:
+    """The same page, with Markup.format's attribute builder against ours (join of escapes)."""
+    client = app.test_client()
+    ours = markup.html_attributes
+
+    def batch_with(builder: Callable[..., Markup]) -> Callable[[], float]:
+        def run() -> float:
+            markup.html_attributes = builder
+            try:
+                started = time.perf_counter()
+                for _ in range(batch):
+                    assert client.get("/page").status_code == 200
+                return time.perf_counter() - started
+            finally:
+                markup.html_attributes = ours
+
+        return run
+
+    batch_with(ours)()
+    return spread(interleaved(batch_with(_format_attributes), batch_with(ours), rounds))
 
 
 def hotpath_server(url: str, rounds: int, batch: int, clients: int = 4) -> dict[str, float]:
@@ -159,6 +199,12 @@ def bench_hotpath(results: Results, redis: RedisServer, bar: tqdm) -> None:
             app = create_app(env_for(fake, **extra))
             results.hotpath[f"WSGI · {name}"] = hotpath_wsgi(app, s.rounds, s.batch)
             bar.update(1)
+        app = create_app(env_for(fake))
+        results.hotpath["WSGI · realistic page (Flask-Login, layout, table)"] = hotpath_wsgi(
+            app, s.rounds, s.batch, ("/realistic", "/realistic-baseline")
+        )
+        results.markup = attribute_builder(app, s.rounds, s.batch)
+        bar.update(1)
         for name in ("SimpleCache", "Redis + front cache"):
             server = Gunicorn(
                 env_for(fake, **configs[name]),
@@ -200,7 +246,11 @@ def page_views(app: Flask, path: str, users: int, views: int, threads: int = 8) 
 def bench_naive_vs_ours(results: Results, bar: tqdm) -> None:
     s = results.sizes
     for users in s.users:
-        for name, path in (("hand-written", "/naive"), ("flask_toucan", "/page")):
+        for name, path in (
+            ("hard-coded token", "/baseline"),
+            ("hand-written", "/naive"),
+            ("flask_toucan", "/page"),
+        ):
             with fake_toucan(results.latency) as fake:
                 app = create_app(env_for(fake))
                 timings = page_views(app, path, users, s.views)
@@ -235,26 +285,42 @@ def fire(url: str, n: int, user: str) -> None:
 
 def bench_stampede(results: Results, redis: RedisServer, bar: tqdm) -> None:
     s = results.sizes
+    sentinel, cluster = RedisSentinelSet().start(), RedisClusterSet().start()
+    shared = {
+        "Redis": {"BENCH_REDIS_URL": redis.url},
+        "Sentinel": {"BENCH_CACHE_CONFIG": json.dumps(sentinel.cache_config)},
+        "Cluster": {"BENCH_CACHE_CONFIG": json.dumps(cluster.cache_config)},
+    }
     variants = [
         ("hand-written", "/naive", {}),
         ("flask_toucan, per-process cache", "/page", {}),
-        ("flask_toucan, Redis single-flight", "/page", {"BENCH_REDIS_URL": redis.url}),
+        *((f"flask_toucan, {k} single-flight", "/page", v) for k, v in shared.items()),
     ]
-    with fake_toucan(results.latency) as fake:
-        for name, path, extra in variants:
-            server = Gunicorn(
-                env_for(fake, **extra), workers=4, threads=8, app="benchmarks.app:create_app()"
-            )
-            try:
-                for n in s.stampede:
-                    before = len(fake.requests)
-                    fire(server.url + path, n, f"stampede-{uuid.uuid4().hex[:6]}")
-                    results.stampede.append(
-                        {"variant": name, "n": n, "calls": len(fake.requests) - before}
-                    )
-                    bar.update(1)
-            finally:
-                server.stop()
+    try:
+        with fake_toucan(results.latency) as fake:
+            for name, path, extra in variants:
+                server = Gunicorn(
+                    env_for(fake, **extra), workers=4, threads=8, app="benchmarks.app:create_app()"
+                )
+                try:
+                    for n in s.stampede:
+                        before = len(fake.requests)
+                        user = f"stampede-{uuid.uuid4().hex[:6]}"
+                        fire(server.url + path, n, user)
+                        calls = len(fake.requests) - before
+                        # Then more views of that user, on any worker, within the lifetime.
+                        for _ in range(s.later_views):
+                            requests.get(server.url + path, params={"user": user}, timeout=60)
+                        per_lifetime = len(fake.requests) - before
+                        results.stampede.append(
+                            {"variant": name, "n": n, "calls": calls, "per_lifetime": per_lifetime}
+                        )
+                        bar.update(1)
+                finally:
+                    server.stop()
+    finally:
+        sentinel.stop()
+        cluster.stop()
 
 
 # -- 4. connection reuse ------------------------------------------------------
@@ -359,7 +425,7 @@ def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
 
 def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
     results = Results(latency=latency, sizes=sizes)
-    steps = 5 + 2 * len(sizes.users) + 3 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    steps = 6 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
     redis = RedisServer().start()
     try:
         with tqdm(total=steps, desc="benchmarks", unit="step") as bar:

@@ -145,6 +145,17 @@ def decode_token(text: object) -> EmbedToken | None:
         return None
 
 
+_FAST_FAIL = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+_REDIS_TIMEOUTS: dict[str, dict[str, float]] = {
+    "RedisCache": _FAST_FAIL,
+    "redis": _FAST_FAIL,
+    "RedisClusterCache": _FAST_FAIL,
+    "rediscluster": _FAST_FAIL,
+    "RedisSentinelCache": {**_FAST_FAIL, "sentinel_socket_timeout": 1.0},
+    "redissentinel": {**_FAST_FAIL, "sentinel_socket_timeout": 1.0},
+}
+
+
 def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable[[], Any]:
     """How to reach the app's token backend once the app runs."""
     if cache is not None:
@@ -157,9 +168,10 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
         "CACHE_KEY_PREFIX": "",  # TOUCAN_CACHE_KEY_PREFIX already namespaces our keys
     }
     config.update(settings.cache_config or {})
-    if str(config["CACHE_TYPE"]).rsplit(".", 1)[-1] in ("RedisCache", "redis"):
+    kind = str(config["CACHE_TYPE"]).rsplit(".", 1)[-1]
+    if kind in _REDIS_TIMEOUTS:
         # A Redis that hangs must not hang page views: fail fast, mint directly.
-        config.setdefault("CACHE_OPTIONS", {"socket_timeout": 1.0, "socket_connect_timeout": 1})
+        config.setdefault("CACHE_OPTIONS", dict(_REDIS_TIMEOUTS[kind]))
     own = Cache(config=config)
     try:
         own.init_app(app)

@@ -170,6 +170,12 @@ class TokenCache:
                 break
             lease = self._acquire(key)  # the holder left no token (it failed or died)
         try:
+            if lease is not None and lease is not _NO_LEASE:
+                # Another process may have stored a token between our last read and
+                # taking the lease: look before minting.
+                token = self._fresh(key, fresh_after)
+                if token is not None:
+                    return token
             token = mint()
             self.put(key, token)  # stored before the lease goes, so waiters find it
             return token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from flask import Flask, jsonify, render_template_string, request
@@ -13,21 +14,24 @@ from flask_toucan import Toucan, ToucanUser
 
 def create_app() -> Flask:
     app = Flask(__name__)
+    # TEST_CACHE_CONFIG (JSON) for Sentinel or Cluster; TEST_REDIS_URL for plain Redis.
+    cache_config = json.loads(os.environ.get("TEST_CACHE_CONFIG", "null")) or {
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": os.environ["TEST_REDIS_URL"],
+    }
+    # Generous: these tests check single-flight, and a loaded CI machine must
+    # not turn a slow Redis reply into "Redis is down, mint directly".
+    cache_config.setdefault("CACHE_OPTIONS", {"socket_timeout": 5.0, "socket_connect_timeout": 5.0})
     app.config.update(
         TOUCAN_API_KEY=os.environ["TEST_TOUCAN_KEY"],
         TOUCAN_BASE_URL=os.environ["TEST_TOUCAN_URL"],
-        TOUCAN_CACHE_CONFIG={
-            "CACHE_TYPE": "RedisCache",
-            "CACHE_REDIS_URL": os.environ["TEST_REDIS_URL"],
-            # Generous: these tests check single-flight, and a loaded CI machine must
-            # not turn a slow Redis reply into "Redis is down, mint directly".
-            "CACHE_OPTIONS": {"socket_timeout": 5.0, "socket_connect_timeout": 5.0},
-        },
+        TOUCAN_CACHE_CONFIG=cache_config,
         TOUCAN_CACHE_KEY_PREFIX=os.environ.get("TEST_PREFIX", "toucan:"),
         TOUCAN_MIN_TOKEN_TTL=int(os.environ.get("TEST_MIN_TTL", "300")),
         TOUCAN_MAX_RETRIES=int(os.environ.get("TEST_MAX_RETRIES", "0")),
         TOUCAN_REFRESH_AHEAD=float(os.environ.get("TEST_REFRESH_AHEAD", "0.5")),
         TOUCAN_LOCK_WAIT=float(os.environ.get("TEST_LOCK_WAIT", "5")),
+        TOUCAN_LOCK_TIMEOUT=int(os.environ.get("TEST_LOCK_TIMEOUT", "10")),
     )
     toucan = Toucan(app)
 

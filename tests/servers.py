@@ -37,19 +37,24 @@ def _wait(check: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} did not start: {last!r}")
 
 
+def need(program: str, package: str) -> str:
+    binary = shutil.which(program)
+    if binary is None:
+        pytest.fail(
+            f"{program} is needed for the Redis tests: install Debian's {package} "
+            "package (scripts/test.sh does it when it can)",
+            pytrace=False,
+        )
+    return binary
+
+
 class RedisServer:
     """A redis-server of our own on a free loopback port (the system one is left alone)."""
 
-    def __init__(self, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is needed for the Redis tests: install Debian's redis-server "
-                "package (scripts/test.sh does it when it can)",
-                pytrace=False,
-            )
-        self.binary = binary
+    def __init__(self, port: int | None = None, *extra: str) -> None:
+        self.binary = need("redis-server", "redis-server")
         self.port = port or free_port()
+        self.extra = extra
         self.dir = tempfile.mkdtemp(prefix="toucan-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -71,6 +76,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 self.dir,
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -86,6 +92,107 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=1)
+
+
+class RedisSentinelSet:
+    """One master and one redis-sentinel watching it, on free loopback ports."""
+
+    master_name = "toucan-master"
+
+    def __init__(self) -> None:
+        self.sentinel_binary = need("redis-sentinel", "redis-sentinel")
+        self.master = RedisServer()
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisSentinelSet:
+        self.master.start()
+        conf = Path(self.master.dir) / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.master.dir}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+        )
+        self.process = subprocess.Popen(
+            [self.sentinel_binary, str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sentinel = redis.Redis(port=self.port, socket_timeout=1)
+        _wait(
+            lambda: (
+                sentinel.sentinel_get_master_addr_by_name(self.master_name)[1] == self.master.port
+            ),
+            10,
+            "redis-sentinel",
+        )
+        return self
+
+    @property
+    def cache_config(self) -> dict[str, Any]:
+        return {
+            "CACHE_TYPE": "RedisSentinelCache",
+            "CACHE_REDIS_SENTINELS": [("127.0.0.1", self.port)],
+            "CACHE_REDIS_SENTINEL_MASTER": self.master_name,
+        }
+
+    def client(self) -> redis.Redis:
+        return self.master.client()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+        self.master.stop()
+
+
+class RedisClusterSet:
+    """Three redis-server cluster nodes joined by ``redis-cli --cluster create``."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.cli = need("redis-cli", "redis-tools")
+        self.nodes = [RedisServer(None, *self._cluster_options(i)) for i in range(size)]
+
+    @staticmethod
+    def _cluster_options(i: int) -> list[str]:
+        options = {"cluster-enabled": "yes", "cluster-config-file": f"nodes-{i}.conf"}
+        options["cluster-node-timeout"] = "1000"
+        # The bus port defaults to port + 10000, which may be taken or past 65535.
+        options["cluster-port"] = str(free_port())
+        return [part for name, value in options.items() for part in (f"--{name}", value)]
+
+    def start(self) -> RedisClusterSet:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [self.cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        )  # fmt: skip
+        _wait(self._ready, 20, "redis cluster")
+        return self
+
+    def _ready(self) -> bool:
+        client = self.client()
+        try:
+            return bool(client.cluster_info()["cluster_state"] == "ok" and client.ping())
+        finally:
+            client.close()
+
+    @property
+    def cache_config(self) -> dict[str, Any]:
+        return {
+            "CACHE_TYPE": "RedisClusterCache",
+            "CACHE_REDIS_CLUSTER": ",".join(f"127.0.0.1:{n.port}" for n in self.nodes),
+        }
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=2)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class Gunicorn:

@@ -30,6 +30,8 @@ def gunicorn(fake: FakeToucan, redis_server: RedisServer) -> Iterator[Gunicorn]:
     )
     yield server
     log = server.stop()
+    r = redis_server.client()
+    assert [k for k in r.keys("*") if r.pttl(k) == -1] == [], "a key without a TTL"
     assert API_KEY not in log
     assert "Traceback" not in log, log
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import socket
+import threading
+from typing import Any
+
 import pytest
 from flask import Flask
 
@@ -52,3 +56,36 @@ def test_sign_out_leaves_no_user(demo: Flask) -> None:
     with client.session_transaction() as session:
         assert "user" not in session
     assert client.get("/signed-out").status_code == 200
+
+
+def test_preview_opens_no_socket_and_starts_no_thread(
+    demo: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = demo.test_client()
+    threads_before = threading.active_count()
+    opened: list[tuple[Any, ...]] = []
+
+    class NoSocket(socket.socket):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            opened.append(args)
+            raise AssertionError("preview mode opened a socket")
+
+    monkeypatch.setattr(socket, "socket", NoSocket)
+    for user in ("alice", "bob", "chen", "alice"):
+        client.post("/switch", data={"user": user})
+        page = client.get("/")
+        assert page.status_code == 200
+        (dashboard,) = [a for t, a in tags(page.text) if t == "tc-dashboard"]
+        assert decode_fake_token(str(dashboard["auth-token"]))["sub"] == user
+        refreshed = client.post(
+            "/toucan/token",
+            headers={"X-Toucan-Refresh": "1"},
+            json={"variant": dashboard["data-toucan-variant"]},
+        )
+        assert refreshed.status_code == 200
+        assert refreshed.get_json()["token"] == dashboard["auth-token"]
+    with demo.app_context():
+        demo.extensions["toucan"].toucan.get_token({"distinct_id": "x"}, force=True)
+    assert opened == []
+    assert threading.active_count() == threads_before
+    assert demo.extensions["toucan"].minter().minted == 4  # alice, bob, chen, x

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +17,15 @@ from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import USERS, Clock
 from .servers import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def every_key_expires(redis_server: RedisServer) -> Iterator[None]:
+    """No key flask_toucan writes ever lacks a TTL, whatever the test did."""
+    yield
+    r = redis_server.client()
+    forever = [k for k in r.keys("*") if r.pttl(k) == -1]
+    assert forever == [], f"keys without a TTL: {forever}"
 
 
 @pytest.fixture
