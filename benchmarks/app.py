@@ -5,7 +5,8 @@
 - ``/naive``     the hand-written integration from Toucan's docs: ``requests.post`` to the
   token endpoint on every page view, no cache, no connection reuse;
 - ``/realistic`` and ``/realistic-baseline``: the same two, as a real app's page: a user
-  signed in with Flask-Login, a layout with navigation and a 40-row table.
+  signed in with Flask-Login, a layout with navigation and a 150-row report table
+  (about 35 KB of HTML, the size of a typical dashboard page of a SaaS app).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ REALISTIC_HAND = (
 NAV = [{"url": f"/section/{i}", "label": f"Section {i}", "active": i == 3} for i in range(8)]
 ROWS = [
     {"region": f"Region {i}", "orders": 100 + i * 7, "revenue": 1234.5 * i, "growth": i % 9}
-    for i in range(40)
+    for i in range(150)
 ]
 
 
@@ -119,8 +120,9 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
     fixed_token = env.get("BENCH_FIXED_TOKEN", "fake.eyJzdWIiOiJhIn0.fixed")
 
     def current() -> ToucanUser:
-        user = current_user.id if current_user.is_authenticated else request.args.get("user")
-        user = user or "alice"
+        # The realistic pages sign users in with Flask-Login; the bare ones name them.
+        realistic = request.endpoint == "realistic"
+        user = current_user.id if realistic else request.args.get("user", "alice")
         return ToucanUser(user, attributes={"tenant": "t-" + user, "region": "EU"})
 
     toucan.user_loader(current)
@@ -160,6 +162,30 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
             script_url=app.config["TOUCAN_SCRIPT_URL"],
             server_url=app.config["TOUCAN_SERVER_URL"],
         )
+
+    # Where the warm view's overhead goes: the hard-coded page plus one piece each.
+    def hand() -> str:
+        return render_template(
+            "hand.html",
+            token=fixed_token,
+            script_url=app.config["TOUCAN_SCRIPT_URL"],
+            server_url=app.config["TOUCAN_SERVER_URL"],
+        )
+
+    @app.get("/cost/user")
+    def cost_user() -> str:
+        toucan.current_user()  # the app's user_loader and the ToucanUser it returns
+        return hand()
+
+    @app.get("/cost/token")
+    def cost_token() -> str:
+        toucan.get_token()  # + cache key, cache lookup and the no-store headers
+        return hand()
+
+    @app.get("/cost/decorated")
+    @toucan.inject_token
+    def cost_decorated() -> str:
+        return hand()  # + the decorator
 
     @app.get("/naive")
     def naive() -> str:

@@ -73,6 +73,8 @@ class Results:
     growth: list[dict[str, Any]] = field(default_factory=list)
     rollover: dict[str, dict[str, float]] = field(default_factory=dict)
     markup: dict[str, float] = field(default_factory=dict)
+    tail: dict[str, dict[str, float]] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -144,6 +146,36 @@ def _format_attributes(attrs: Any) -> Markup:
     return html
 
 
+COST_STEPS = {
+    "user_loader + ToucanUser": "/cost/user",
+    "+ cache key, lookup, no-store headers (get_token)": "/cost/token",
+    "+ @inject_token": "/cost/decorated",
+    "+ toucan_script() and toucan_dashboard() (the full page)": "/page",
+}
+
+
+def cost_breakdown(app: Flask, rounds: int, batch: int) -> dict[str, float]:
+    """Microseconds each step adds to the hard-coded page, measured in alternation."""
+    client = app.test_client()
+    paths = ["/baseline", *COST_STEPS.values()]
+    times: dict[str, list[float]] = {path: [] for path in paths}
+    for path in paths:
+        client.get(path)
+    for _ in range(rounds):
+        for path in paths:
+            started = time.perf_counter()
+            for _ in range(batch):
+                client.get(path)
+            times[path].append((time.perf_counter() - started) / batch * 1e6)
+    medians = {path: statistics.median(values) for path, values in times.items()}
+    out = {"hard-coded page (µs)": medians["/baseline"]}
+    previous = medians["/baseline"]
+    for label, path in COST_STEPS.items():
+        out[label] = medians[path] - previous
+        previous = medians[path]
+    return out
+
+
 def attribute_builder(app: Flask, rounds: int, batch: int) -> dict[str, float]:
     """The same page, with Markup.format's attribute builder against ours (join of escapes)."""
     client = app.test_client()
@@ -204,6 +236,7 @@ def bench_hotpath(results: Results, redis: RedisServer, bar: tqdm) -> None:
             app, s.rounds, s.batch, ("/realistic", "/realistic-baseline")
         )
         results.markup = attribute_builder(app, s.rounds, s.batch)
+        results.costs = cost_breakdown(app, s.rounds, s.batch)
         bar.update(1)
         for name in ("SimpleCache", "Redis + front cache"):
             server = Gunicorn(
@@ -266,6 +299,27 @@ def bench_naive_vs_ours(results: Results, bar: tqdm) -> None:
                 }
             )
             bar.update(1)
+
+
+def bench_tail(results: Results, bar: tqdm) -> None:
+    """p99 of warm views under 8 threads: flask_toucan and the hard-coded page, alternated."""
+    s = results.sizes
+    with fake_toucan(results.latency) as fake:
+        app = create_app(env_for(fake))
+        samples: dict[str, list[float]] = {"hard-coded token": [], "flask_toucan": []}
+        paths = {"hard-coded token": "/baseline", "flask_toucan": "/page"}
+        for path in paths.values():  # warm: token minted, templates compiled, threads started
+            page_views(app, path, 1, 200)
+        for _ in range(4):
+            for name, path in paths.items():
+                samples[name] += page_views(app, path, 1, s.views // 4)
+        for name, timings in samples.items():
+            results.tail[name] = {
+                "p50_ms": percentile(timings, 50) * 1000,
+                "p99_ms": percentile(timings, 99) * 1000,
+                "max_ms": max(timings) * 1000,
+            }
+    bar.update(1)
 
 
 # -- 3. stampede -------------------------------------------------------------
@@ -425,13 +479,14 @@ def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
 
 def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
     results = Results(latency=latency, sizes=sizes)
-    steps = 6 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    steps = 7 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
     redis = RedisServer().start()
     try:
         with tqdm(total=steps, desc="benchmarks", unit="step") as bar:
             bench_connections(results, bar)
             bench_hotpath(results, redis, bar)
             bench_naive_vs_ours(results, bar)
+            bench_tail(results, bar)
             bench_stampede(results, redis, bar)
             bench_growth(results, bar)
             bench_rollover(results, redis, bar)

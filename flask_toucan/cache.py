@@ -68,6 +68,7 @@ class TokenCache:
         lock_wait: float,
     ) -> None:
         self.backend = backend
+        self._holds_objects = getattr(backend, "holds_objects", False) is True
         self.leases = leases
         self.front = front
         self.min_ttl = min_ttl
@@ -120,7 +121,8 @@ class TokenCache:
                 self.min_ttl,
             )
             return
-        self._call("write", lambda: self.backend.set(key, encode_token(token), timeout=timeout))
+        value = token if self._holds_objects else encode_token(token)
+        self._call("write", lambda: self.backend.set(key, value, timeout=timeout))
         self._front_put(key, token)
 
     def _front_put(self, key: str, token: EmbedToken) -> None:

@@ -7,7 +7,13 @@ becomes a plain 502/503 page that never carries Toucan's own response body.
 
 from __future__ import annotations
 
-from werkzeug.exceptions import BadGateway, HTTPException, ServiceUnavailable, Unauthorized
+from werkzeug.exceptions import (
+    BadGateway,
+    Forbidden,
+    HTTPException,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 __all__ = [
     "InvalidToucanUser",
@@ -16,6 +22,7 @@ __all__ = [
     "ToucanAuthError",
     "ToucanConfigError",
     "ToucanError",
+    "ToucanForbidden",
     "ToucanRateLimited",
     "ToucanResponseError",
     "ToucanUnavailable",
@@ -40,7 +47,25 @@ class InvalidToucanUser(ToucanError, ValueError):
 
 
 class InvalidVariant(ToucanError):
-    """A page's token-variant reference that this app did not sign for this user."""
+    """A page's variant reference that cannot be renewed for this user (403 on refresh).
+
+    ``code`` is machine-readable: ``variant_invalid`` (not signed by this app, or no
+    such variant), ``variant_expired`` (older than ``variants.MAX_AGE``) or
+    ``access_revoked`` (another identity's, or ``allow()`` said no).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ToucanForbidden(ToucanError, Forbidden):
+    """``inject_token(allow=...)`` refused the current user this page (403)."""
+
+    description = "You do not have access to these analytics."
+
+    def __init__(self, description: str | None = None) -> None:
+        Forbidden.__init__(self, description)
 
 
 class ToucanUserRequired(ToucanError, Unauthorized):

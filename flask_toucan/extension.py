@@ -16,12 +16,18 @@ from markupsafe import Markup
 from . import markup
 from .backends import backend_for
 from .cli import toucan_cli
-from .errors import ToucanAPIError, ToucanConfigError, ToucanUserRequired
+from .errors import (
+    InvalidVariant,
+    ToucanAPIError,
+    ToucanConfigError,
+    ToucanForbidden,
+    ToucanUserRequired,
+)
 from .identity import ToucanUser
 from .settings import apply_defaults, read_settings
 from .state import AppState, RequestState
 from .tokens import EmbedToken, now
-from .variants import TokenVariants
+from .variants import TokenVariants, VariantRegistry
 from .views import create_blueprint, csp_nonce, no_store_when_token_sent, placeholder
 
 __all__ = ["Toucan"]
@@ -70,6 +76,7 @@ class Toucan:
     def __init__(self, app: Flask | None = None, *, cache: Cache | None = None) -> None:
         self._cache = cache
         self._user_loader: UserLoader | None = None
+        self.variants = VariantRegistry()
         if app is not None:
             self.init_app(app)
 
@@ -127,8 +134,9 @@ class Toucan:
     def current_user(self) -> ToucanUser | None:
         """The request's user from the ``user_loader``, loaded at most once per request."""
         rs = self._request()
-        if rs is None:
-            return None
+        return None if rs is None else self._user(rs)
+
+    def _user(self, rs: RequestState) -> ToucanUser | None:
         if not rs.loaded:
             if self._user_loader is None:
                 raise ToucanConfigError(
@@ -141,25 +149,36 @@ class Toucan:
             rs.loaded = True
         return rs.user
 
-    def _require_user(self) -> ToucanUser:
-        user = self.current_user()
+    def _require_user(self, rs: RequestState | None = None) -> ToucanUser:
+        user = self._user(rs or self._require_request())
         if user is None:
             raise ToucanUserRequired()
         return user
+
+    def _require_request(self) -> RequestState:
+        rs = self._request()
+        if rs is None:
+            raise RuntimeError("flask_toucan needs a request here: there is no current user")
+        return rs
 
     def get_token(self, user: AnyUser | None = None, *, force: bool = False) -> EmbedToken:
         """A token for ``user`` (default: the request's user), cached while it has life left."""
         rs = self._request()
         state = rs.app if rs is not None else self._state()
         if user is None:
-            resolved = self._require_user()
+            resolved = self._require_user(rs)
         else:
             resolved = ToucanUser.coerce(user, state.settings.default_role)
+        return self._token(rs, state, resolved, force)
+
+    def _token(
+        self, rs: RequestState | None, state: AppState, user: ToucanUser, force: bool = False
+    ) -> EmbedToken:
         if rs is not None:
-            rs.no_store = True
+            rs.no_store = True  # a token goes out with this response
         minter = state.minter()
-        key = state.key_for(resolved)
-        return state.cache.get_or_mint(key, lambda: minter.mint(resolved), force=force)
+        key = state.key_for(user)
+        return state.cache.get_or_mint(key, lambda: minter.mint(user), force=force)
 
     def invalidate(self, user: AnyUser) -> None:
         """Forget the cached token of ``user`` (exactly this identity).
@@ -179,7 +198,11 @@ class Toucan:
         """
         if rs.token is None and rs.error is None:
             try:
-                rs.token = self.get_token(rs.variant[0] if rs.variant else None)
+                if rs.variant is not None:
+                    user = rs.variant[0].apply(rs.variant[1])
+                else:
+                    user = self._require_user(rs)
+                rs.token = self._token(rs, rs.app, user)
             except ToucanAPIError as exc:
                 if rs.app.settings.on_error != "placeholder":
                     raise
@@ -198,6 +221,7 @@ class Toucan:
         *,
         role: str | None = None,
         permissions: Mapping[str, Any] | None = None,
+        allow: Callable[[], bool] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def inject_token(
@@ -206,11 +230,15 @@ class Toucan:
         *,
         role: str | None = None,
         permissions: Mapping[str, Any] | None = None,
+        allow: Callable[[], bool] | None = None,
     ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
         """Get the user's token before the view runs; 401 without a user.
 
-        The token is ``g.toucan_token`` and ``toucan_token`` in templates; the
-        response gets ``Cache-Control: private, no-store``.
+        ``role``/``permissions`` make this view's token a variant of the user's;
+        ``allow`` (no arguments, run in the request) must return True for the page
+        to render (403 otherwise) and for every refresh of its variant. The token
+        is ``g.toucan_token`` and ``toucan_token`` in templates; the response gets
+        ``Cache-Control: private, no-store``.
         """
         overrides = {
             name: value
@@ -218,15 +246,18 @@ class Toucan:
             if value is not None
         }
 
-        def prepare() -> None:
-            user = self._require_user()
-            rs = self._request()
-            assert rs is not None
-            if overrides:
-                rs.variant = (user.replace(**overrides), overrides)
-            g.toucan_token = self._page_token(rs)
-
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            variant = self.variants.register(func, overrides, allow)
+
+            def prepare() -> None:
+                rs = self._require_request()
+                user = self._require_user(rs)
+                if not variant.allowed():
+                    raise ToucanForbidden()
+                if variant.overrides:
+                    rs.variant = (variant, user)
+                g.toucan_token = self._page_token(rs)
+
             if inspect.iscoroutinefunction(func):
 
                 @functools.wraps(func)
@@ -244,6 +275,21 @@ class Toucan:
             return wrapper
 
         return decorate(view) if view is not None else decorate
+
+    def refresh(self, reference: str | None) -> EmbedToken:
+        """The refresh endpoint's token: the current user's, or a page variant's.
+
+        Raises ToucanUserRequired (no user), InvalidVariant (the reference is not
+        valid for this user now, ``allow()`` included) or a ToucanAPIError.
+        """
+        rs = self._require_request()
+        user = self._require_user(rs)
+        if reference is not None:
+            variant = rs.app.variants.resolve(reference, user, self.variants)
+            if not variant.allowed():
+                raise InvalidVariant("access_revoked", "allow() refused this user")
+            user = variant.apply(user)
+        return self._token(rs, rs.app, user)
 
     # -- template globals -----------------------------------------------------
 
@@ -298,5 +344,6 @@ class Toucan:
         if token is None:
             return placeholder(tag, fixed, attrs)
         if rs.variant is not None and rs.app.settings.refresh:
-            fixed = {**fixed, "data-toucan-variant": rs.app.variants.sign(*rs.variant)}
+            reference = rs.app.variants.sign(rs.variant[0], rs.variant[1])
+            fixed = {**fixed, "data-toucan-variant": reference}
         return markup.component_html(tag, token, rs.app.settings.server_url, fixed, attrs)

@@ -17,11 +17,15 @@ from typing import Any
 
 from .errors import InvalidToucanUser
 
-__all__ = ["MAX_USER_JSON", "ToucanUser", "cache_key", "key_fingerprint"]
+__all__ = ["MAX_DEPTH", "MAX_USER_JSON", "ToucanUser", "cache_key", "key_fingerprint"]
 
 #: Upper bound on a user's JSON (attributes + permissions). Far above any real set of
 #: RLS attributes, low enough that a loader bug cannot send megabytes to Toucan.
 MAX_USER_JSON = 32 * 1024
+
+#: How deep attributes and permissions may nest. RLS attributes are flat values; this
+#: leaves room for lists and small objects while keeping every walk over them shallow.
+MAX_DEPTH = 16
 
 #: The role a ToucanUser gets when none is given. The app-wide default is
 #: TOUCAN_DEFAULT_ROLE, applied by ``coerce`` to what a user_loader returns.
@@ -35,14 +39,31 @@ def _describe(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _freeze_json(value: object, path: str) -> JSONValue:
+def _text(value: str, path: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: not text JSON or HTTP can carry.
+        raise InvalidToucanUser(
+            f"{path} holds a lone surrogate (invalid Unicode); decode your data properly"
+        ) from None
+    return value
+
+
+def _freeze_json(value: object, path: str, depth: int = 0) -> JSONValue:
     """Deep-copy ``value`` as plain JSON data, rejecting anything JSON can't carry."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        return _text(value, path)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidToucanUser(f"{path} is {value!r}, which JSON cannot carry")
         return value
+    if depth >= MAX_DEPTH:
+        raise InvalidToucanUser(
+            f"{path} is nested more than {MAX_DEPTH} levels deep; RLS attributes are flat values"
+        )
     if isinstance(value, Mapping):
         out: dict[str, JSONValue] = {}
         for key, item in value.items():
@@ -50,10 +71,11 @@ def _freeze_json(value: object, path: str) -> JSONValue:
                 raise InvalidToucanUser(
                     f"{path} has a key of type {type(key).__name__}; keys must be strings"
                 )
-            out[key] = _freeze_json(item, f"{path}[{key!r}]")
+            _text(key, f"a key of {path}")
+            out[key] = _freeze_json(item, f"{path}[{key!r}]", depth + 1)
         return MappingProxyType(out)
     if isinstance(value, (list, tuple)):
-        return tuple(_freeze_json(item, f"{path}[{i}]") for i, item in enumerate(value))
+        return tuple(_freeze_json(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
     raise InvalidToucanUser(
         f"{path} is of type {type(value).__name__}; use str, int, float, bool, None, list or dict"
     )
@@ -85,10 +107,12 @@ class ToucanUser:
                 "ToucanUser.distinct_id must be a non-empty string, got "
                 + _describe(self.distinct_id)
             )
+        _text(self.distinct_id, "ToucanUser.distinct_id")
         if not isinstance(self.role, str) or not self.role.strip():
             raise InvalidToucanUser(
                 f"ToucanUser.role must be a non-empty string, got {_describe(self.role)}"
             )
+        _text(self.role, "ToucanUser.role")
         if not isinstance(self.attributes, Mapping):
             raise InvalidToucanUser(
                 "ToucanUser.attributes must be a dict (a JSON object), got "
@@ -102,7 +126,16 @@ class ToucanUser:
                     f"{type(self.permissions).__name__}"
                 )
             object.__setattr__(self, "permissions", _freeze_json(self.permissions, "permissions"))
-        canonical = _canonical_json(self.to_payload())
+        body: dict[str, Any] = {
+            "user": {
+                "distinctId": self.distinct_id,
+                "role": self.role,
+                "attributes": self.attributes,
+            }
+        }
+        if self.permissions is not None:
+            body["permissions"] = self.permissions
+        canonical = _canonical_json(body)
         if len(canonical) > MAX_USER_JSON:
             raise InvalidToucanUser(
                 f"the user's attributes and permissions take {len(canonical)} characters of "
@@ -172,7 +205,10 @@ def _canonical_json(value: object) -> str:
     # sort_keys makes attribute order irrelevant; no unicode normalisation is
     # applied on purpose: Toucan compares raw strings, so "é" composed and
     # decomposed are different identities and must not share a token.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # default=dict reads the frozen mappings directly (tuples are JSON arrays already).
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=dict
+    )
 
 
 def key_fingerprint(api_key: str) -> str:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ToucanConfigError
 from .identity import DEFAULT_ROLE
@@ -69,6 +70,8 @@ KEYS: tuple[Key, ...] = (
     Key("TOUCAN_FRONT_CACHE_SIZE", 1000,
         "entries of the in-process front cache over a shared backend"),
     Key("TOUCAN_FRONT_CACHE_TTL", 30, "seconds a front-cache entry may live (0 = off)"),
+    Key("TOUCAN_TRUSTED_ORIGINS", (), "extra origins (https://host[:port]) the refresh endpoint "
+        "accepts, e.g. a sibling subdomain"),
     Key("TOUCAN_ON_ERROR", "raise", "raise: a failed mint is a 502/503 page; placeholder: "
         "the page renders, each component becomes toucan/unavailable.html"),
 )  # fmt: skip
@@ -101,6 +104,7 @@ class Settings:
     lock_wait: float
     front_cache_size: int
     front_cache_ttl: float
+    trusted_origins: frozenset[str]
     on_error: str
 
     def as_config(self) -> dict[str, Any]:
@@ -241,6 +245,22 @@ def _prefix(config: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _origins(config: Mapping[str, Any], key: str) -> frozenset[str]:
+    value = config.get(key)
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise _fail(key, "must be a list of origins such as 'https://app.example.com'", value)
+    origins = set()
+    for item in items:
+        parsed = urlsplit(item) if isinstance(item, str) else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise _fail(key, "must hold origins such as 'https://app.example.com'", item)
+        if parsed.path.strip("/") or parsed.query:
+            raise _fail(key, "must hold origins (scheme://host[:port]) with no path", item)
+        origins.add(f"{parsed.scheme}://{parsed.netloc}".lower())
+    return frozenset(origins)
+
+
 Check = Callable[[Mapping[str, Any], str], Any]
 
 _CHECKS: dict[str, Check] = {
@@ -265,6 +285,7 @@ _CHECKS: dict[str, Check] = {
     "TOUCAN_LOCK_WAIT": lambda c, k: _number(c, k, 0),
     "TOUCAN_FRONT_CACHE_SIZE": lambda c, k: _int(c, k, 0),
     "TOUCAN_FRONT_CACHE_TTL": lambda c, k: _number(c, k, 0),
+    "TOUCAN_TRUSTED_ORIGINS": _origins,
     "TOUCAN_ON_ERROR": _choice(ON_ERROR),
 }
 

@@ -18,7 +18,7 @@ from .identity import ToucanUser, cache_key, key_fingerprint
 from .preview import PreviewMinter
 from .settings import Settings
 from .tokens import EmbedToken, Minter
-from .variants import TokenVariants
+from .variants import TokenVariants, Variant
 
 __all__ = ["AppState", "RequestState"]
 
@@ -88,7 +88,8 @@ class RequestState:
         self.user: ToucanUser | None = None
         self.token: EmbedToken | None = None  # the token of this request's components
         self.error: ToucanAPIError | None = None  # why there is none (placeholder mode)
-        self.variant: tuple[ToucanUser, dict[str, Any]] | None = None  # inject_token(role=...)
+        # inject_token(role=...): the variant and the user it applies to (before overrides)
+        self.variant: tuple[Variant, ToucanUser] | None = None
         self.no_store = False
 
 

@@ -1,52 +1,128 @@
-"""Signed references to a page's role/permissions variant, for token refreshes.
+"""Role/permission variants of a page, and the signed references their refreshes carry.
 
-A view decorated with ``@toucan.inject_token(role=..., permissions=...)`` renders
-components whose token differs from the user's default one. The refresh endpoint
-must renew that same variant, but must not let the browser choose a role or
-permissions. So the page carries a reference signed with the app's SECRET_KEY
-and bound to the user's distinct id; the endpoint accepts only such references.
+``@toucan.inject_token(role=..., permissions=..., allow=...)`` registers a
+:class:`Variant` for the decorated view. The page's components carry only a
+reference to it: the variant's name and a digest of the user's whole identity (id,
+role, attributes, permissions), signed with the app's ``SECRET_KEY`` and
+timestamped. The refresh endpoint renews a variant only when the reference is
+genuine and younger than :data:`MAX_AGE`, the current user has exactly that
+identity, and ``allow()`` still says yes. The browser never names a role or
+permissions: they are looked up here, on the server.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from .errors import InvalidVariant, ToucanConfigError
 from .identity import ToucanUser
+from .tokens import now
 
-__all__ = ["TokenVariants"]
+__all__ = ["MAX_AGE", "MAX_VARIANTS", "TokenVariants", "Variant", "VariantRegistry"]
 
-_SALT = "flask_toucan.token-variant"
+#: Seconds a page's variant reference stays valid. A page left open longer stops
+#: renewing its variant components (they fire ``toucan:access-revoked``) until reloaded.
+MAX_AGE = 24 * 3600
+#: Variants one extension may register: one per decorated view, so far above any app.
+MAX_VARIANTS = 1000
+
+_SALT = "flask_toucan.token-variant.v2"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One decorated view's token variant."""
+
+    name: str
+    overrides: Mapping[str, Any]
+    allow: Callable[[], bool] | None = None
+
+    def allowed(self) -> bool:
+        """``allow()`` for the current request (True when the view has none)."""
+        return self.allow is None or bool(self.allow())
+
+    def apply(self, user: ToucanUser) -> ToucanUser:
+        return user.replace(**self.overrides) if self.overrides else user
+
+
+class VariantRegistry:
+    """The variants of one ``Toucan`` instance, by name (bounded)."""
+
+    def __init__(self) -> None:
+        self._variants: dict[str, Variant] = {}
+
+    def register(
+        self,
+        view: Callable[..., Any],
+        overrides: Mapping[str, Any],
+        allow: Callable[[], bool] | None,
+    ) -> Variant:
+        if allow is not None and not callable(allow):
+            raise TypeError("inject_token(allow=...) takes a zero-argument callable")
+        ToucanUser("check", **overrides)  # a bad role or permissions fails at import time
+        material = repr((view.__module__, view.__qualname__, sorted(overrides.items())))
+        name = hashlib.sha256(material.encode()).hexdigest()[:16]
+        if name not in self._variants and len(self._variants) >= MAX_VARIANTS:
+            raise ToucanConfigError(f"more than {MAX_VARIANTS} inject_token variants registered")
+        variant = self._variants[name] = Variant(name, dict(overrides), allow)
+        return variant
+
+    def get(self, name: object) -> Variant | None:
+        return self._variants.get(name) if isinstance(name, str) else None
+
+    def __len__(self) -> int:
+        return len(self._variants)
+
+
+class _Signer(TimestampSigner):
+    def get_timestamp(self) -> int:
+        return int(now())  # flask_toucan's clock, which tests can move
+
+
+class _Serializer(URLSafeTimedSerializer):
+    default_signer = _Signer
+
+
+def identity_digest(user: ToucanUser) -> str:
+    """A short one-way tag of the user's whole identity."""
+    return hashlib.sha256(b"flask_toucan:identity:" + user.canonical.encode()).hexdigest()[:32]
 
 
 class TokenVariants:
+    """Signs and checks variant references with one app's ``SECRET_KEY``."""
+
     def __init__(self, secret_key: Callable[[], Any]) -> None:
         self._secret_key = secret_key
 
-    def _serializer(self) -> URLSafeSerializer:
+    def _serializer(self) -> _Serializer:
         secret = self._secret_key()
         if not secret:
             raise ToucanConfigError(
                 "SECRET_KEY is not set: flask_toucan needs it to let pages rendered with "
                 "inject_token(role=..., permissions=...) refresh their tokens"
             )
-        return URLSafeSerializer(secret, salt=_SALT)
+        return _Serializer(secret, salt=_SALT)
 
-    def sign(self, user: ToucanUser, overrides: Mapping[str, Any]) -> str:
-        return str(self._serializer().dumps({"sub": user.distinct_id, **overrides}))
+    def sign(self, variant: Variant, user: ToucanUser) -> str:
+        """The reference a page carries for ``variant``, bound to ``user`` (before overrides)."""
+        return str(self._serializer().dumps({"v": variant.name, "u": identity_digest(user)}))
 
-    def apply(self, reference: str, user: ToucanUser) -> ToucanUser:
-        """``user`` with the signed overrides applied; InvalidVariant if forged or foreign."""
+    def resolve(self, reference: str, user: ToucanUser, registry: VariantRegistry) -> Variant:
+        """The variant ``reference`` names, if it is genuine, fresh and ``user``'s."""
         try:
-            data = self._serializer().loads(reference)
+            data = self._serializer().loads(reference, max_age=MAX_AGE)
+        except SignatureExpired:
+            raise InvalidVariant("variant_expired", "the page is too old; reload it") from None
         except BadSignature:
-            raise InvalidVariant("bad signature") from None
-        if not isinstance(data, dict) or data.pop("sub", None) != user.distinct_id:
-            raise InvalidVariant("not this user's variant")
-        unknown = set(data) - {"role", "permissions"}
-        if unknown:
-            raise InvalidVariant("unknown fields")
-        return user.replace(**data)
+            raise InvalidVariant("variant_invalid", "not a reference this app signed") from None
+        variant = registry.get(data.get("v")) if isinstance(data, dict) else None
+        if variant is None:
+            raise InvalidVariant("variant_invalid", "no such variant")
+        if data.get("u") != identity_digest(user):
+            raise InvalidVariant("access_revoked", "the reference belongs to another identity")
+        return variant

@@ -4,14 +4,19 @@
 ``user_loader``, never from the request) a token through the same cache as pages.
 Cross-site requests cannot use it: it requires a custom header that a form cannot
 send and that a cross-origin ``fetch`` cannot send without a CORS preflight we
-never grant, and it refuses requests whose ``Sec-Fetch-Site`` or ``Origin`` say
-they come from another site.
+never grant, and it refuses requests whose ``Sec-Fetch-Site`` (or, without it,
+``Origin``) say they come from another site. ``Origin`` is compared by host, so
+``https://host`` is accepted on an ``http://host`` request (a TLS-terminating proxy
+without ProxyFix), with one warning; ``TOUCAN_TRUSTED_ORIGINS`` adds origins.
+The user is checked before the body is read, and the body is capped.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
-from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -28,7 +33,7 @@ from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from . import markup
-from .errors import InvalidVariant, ToucanAPIError, ToucanUserRequired
+from .errors import InvalidToucanUser, InvalidVariant, ToucanAPIError, ToucanUserRequired
 from .state import RequestState
 
 __all__ = [
@@ -39,6 +44,8 @@ __all__ = [
     "no_store_when_token_sent",
     "placeholder",
 ]
+
+logger = logging.getLogger("flask_toucan")
 
 #: Header the refresh controller sends; its presence is the CSRF defence.
 REFRESH_HEADER = "X-Toucan-Refresh"
@@ -64,45 +71,99 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     return bp
 
 
-def _json_error(status: int, error: str, message: str) -> Response:
-    response = jsonify(error=error, message=message)
+#: The refresh body is ``{"variant": "<reference>"}`` or empty: a few hundred bytes.
+MAX_BODY = 4096
+
+
+def _json_error(status: int, code: str, message: str) -> Response:
+    response = jsonify(error=code, code=code, message=message)
     response.status_code = status
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
 
-def _cross_site_reason() -> str | None:
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None and fetch_site not in _SAME_SITE_FETCH:
-        return f"Sec-Fetch-Site is {fetch_site}"
+def _origin_refusal(trusted: frozenset[str]) -> str | None:
+    """Why this request looks cross-site, or None when it comes from our own pages."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin != request.host_url.rstrip("/"):
-        return "Origin does not match this site"
-    return None
+    if origin is not None and origin.rstrip("/").lower() in trusted:
+        return None
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:  # the browser's own verdict, when it gives one
+        return None if fetch_site in _SAME_SITE_FETCH else f"Sec-Fetch-Site is {fetch_site}"
+    if origin is None:
+        return None
+    parsed = urlsplit(origin)
+    if parsed.netloc.lower() != request.host.lower():
+        return "Origin names another site; list it in TOUCAN_TRUSTED_ORIGINS if it is yours"
+    if parsed.scheme == request.scheme:
+        return None
+    if parsed.scheme == "https" and request.scheme == "http":
+        # A TLS-terminating proxy in front of an app that does not know it.
+        _warn_proxy_once()
+        return None
+    return "Origin's scheme differs from this site's"
+
+
+_warned_proxy = False
+
+
+def _warn_proxy_once() -> None:
+    global _warned_proxy
+    if not _warned_proxy:
+        _warned_proxy = True
+        logger.warning(
+            "a refresh request came from https://%s but the app sees http: behind a "
+            "TLS-terminating proxy, wrap the app in werkzeug's ProxyFix (x_proto=1) so "
+            "Flask knows the real scheme; flask_toucan accepts it meanwhile",
+            request.host,
+        )
+
+
+def _read_reference() -> str | Response | None:
+    """The body's variant reference, None for none, or the error response to send."""
+    if (request.content_length or 0) > MAX_BODY:
+        return _json_error(413, "body_too_large", f"the body is limited to {MAX_BODY} bytes")
+    raw = request.stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        return _json_error(413, "body_too_large", f"the body is limited to {MAX_BODY} bytes")
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _json_error(400, "bad_request", "the body is not JSON")
+    reference = body.get("variant") if isinstance(body, dict) else 0
+    if reference is None or (isinstance(reference, str) and reference):
+        return reference
+    return _json_error(400, "bad_request", 'the body must be {"variant": "<reference>"} or {}')
 
 
 def refresh_token() -> ResponseReturnValue:
     """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}`` for the current user."""
     if request.headers.get(REFRESH_HEADER) != "1":
-        return _json_error(403, "forbidden", f"the {REFRESH_HEADER} header is required")
-    reason = _cross_site_reason()
-    if reason is not None:
-        return _json_error(403, "forbidden", f"cross-site request refused ({reason})")
+        return _json_error(
+            403, "refresh_header_missing", f"the {REFRESH_HEADER}: 1 header is required"
+        )
     state = current_app.extensions["toucan"]
+    reason = _origin_refusal(state.settings.trusted_origins)
+    if reason is not None:
+        return _json_error(403, "origin_refused", f"cross-site request refused: {reason}")
     toucan = state.toucan
-    body: Any = request.get_json(silent=True) if request.content_length else None
-    variant = body.get("variant") if isinstance(body, dict) else None
     try:
-        user = toucan._require_user()  # the server-side user, whatever the body says
-        if isinstance(variant, str) and variant:
-            user = state.variants.apply(variant, user)
-        token = toucan.get_token(user)
+        toucan._require_user()  # before the body is read: the server-side user decides
+        reference = _read_reference()
+        if isinstance(reference, Response):
+            return reference
+        token = toucan.refresh(reference)
     except ToucanUserRequired:
         return _json_error(401, "session_ended", "no signed-in user")
+    except InvalidVariant as exc:
+        return _json_error(403, exc.code, str(exc))
     except ToucanAPIError as exc:
         return _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
-    except InvalidVariant:
-        return _json_error(403, "forbidden", "the page's token variant is not valid here")
+    except InvalidToucanUser:
+        logger.exception("the user_loader returned a user flask_toucan cannot send to Toucan")
+        return _json_error(500, "invalid_user", "analytics are unavailable")
     # get_token() marked the request: the app's after_request adds no-store and Vary.
     return jsonify(token.to_dict())
 

@@ -590,6 +590,13 @@ def test_async_views_are_supported(make_app: Callable[..., Flask], fake: FakeTou
     assert app.test_client().get("/async").status_code == 401
 
 
+def deep(levels: int, kind: type = dict) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = {"x": value} if kind is dict else [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("returned", "message"),
     [
@@ -598,6 +605,18 @@ def test_async_views_are_supported(make_app: Callable[..., Flask], fake: FakeTou
         ({"distinct_id": "u", "attributes": {"blob": "x" * 40_000}}, "more than 32768"),
         ({"id": "u"}, "unknown user field"),
         (ToucanUser, "got type"),
+        # What cannot be canonical JSON: a typed error naming the field, never a 500 from
+        # deep inside (UnicodeEncodeError, RecursionError, ValueError).
+        ({"distinct_id": "u\ud800"}, "ToucanUser.distinct_id holds a lone surrogate"),
+        ({"distinct_id": "u", "role": "\udfff"}, "ToucanUser.role holds a lone surrogate"),
+        ({"distinct_id": "u", "attributes": {"t": "x\ud83d"}}, "attributes['t'] holds a lone"),
+        ({"distinct_id": "u", "attributes": {"\ud800": 1}}, "a key of attributes holds a lone"),
+        ({"distinct_id": "u", "attributes": {"n": float("nan")}}, "attributes['n'] is nan"),
+        ({"distinct_id": "u", "attributes": {"n": float("-inf")}}, "attributes['n'] is -inf"),
+        ({"distinct_id": "u", "attributes": {1: "x"}}, "has a key of type int"),
+        ({"distinct_id": "u", "permissions": {"x": [float("inf")]}}, "permissions['x'][0] is inf"),
+        ({"distinct_id": "u", "attributes": {"d": deep(500)}}, "nested more than 16 levels"),
+        ({"distinct_id": "u", "attributes": {"d": deep(5000, list)}}, "nested more than 16"),
     ],
 )
 def test_loader_mistakes_give_a_clear_error(
@@ -610,4 +629,9 @@ def test_loader_mistakes_give_a_clear_error(
     app.extensions["test_toucan"].user_loader(lambda: returned)
     with pytest.raises(InvalidToucanUser, match=re.escape(message)):
         app.test_client().get("/page")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    for path in ("/page", "/lazy"):
+        assert app.test_client().get(path).status_code == 500  # the typed error's page
+    refresh = app.test_client().post("/toucan/token", headers={"X-Toucan-Refresh": "1"})
+    assert refresh.status_code == 500
     assert fake.requests == []

@@ -28,21 +28,132 @@ def test_anonymous_is_401_json(client: Any, fake: FakeToucan) -> None:
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "code"),
     [
-        {"X-User": "alice"},  # no custom header: what a cross-site form sends
-        {"X-User": "alice", "X-Toucan-Refresh": "yes"},
-        {"X-User": "alice", "X-Toucan-Refresh": "1", "Sec-Fetch-Site": "cross-site"},
-        {"X-User": "alice", "X-Toucan-Refresh": "1", "Sec-Fetch-Site": "same-site"},
-        {"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "https://evil.example"},
-        {"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "null"},
+        # no custom header: what a cross-site form sends
+        ({"X-User": "alice"}, "refresh_header_missing"),
+        ({"X-User": "alice", "X-Toucan-Refresh": "yes"}, "refresh_header_missing"),
+        ({"X-User": "alice", "X-Toucan-Refresh": "1", "Sec-Fetch-Site": "cross-site"}, "origin"),
+        ({"X-User": "alice", "X-Toucan-Refresh": "1", "Sec-Fetch-Site": "same-site"}, "origin"),
+        ({"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "https://evil.example"}, "origin"),
+        ({"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "null"}, "origin"),
+        # the scheme tolerance is for https pages on an http app, not the other way round
+        ({"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "ftp://localhost"}, "origin"),
+        # a foreign origin is refused even when it claims same-origin... by its Origin alone
+        (
+            {"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "https://localhost.evil"},
+            "origin",
+        ),
     ],
 )
-def test_cross_site_is_403(client: Any, fake: FakeToucan, headers: dict[str, str]) -> None:
+def test_cross_site_is_403(
+    client: Any, fake: FakeToucan, headers: dict[str, str], code: str
+) -> None:
     response = refresh(client, headers)
     assert response.status_code == 403
-    assert response.json["error"] == "forbidden"
+    assert response.json["code"] == (code if code != "origin" else "origin_refused")
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # A TLS-terminating proxy without ProxyFix: the page is https, Flask sees http.
+        {"Origin": "https://localhost", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "https://localhost"},
+        {"Origin": "http://localhost"},
+        {},  # no Origin at all (not a browser): the custom header is the defence
+    ],
+)
+def test_same_site_behind_a_tls_proxy_is_accepted(
+    client: Any, fake: FakeToucan, headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    response = refresh(client, {"X-User": "alice", "X-Toucan-Refresh": "1", **headers})
+    assert response.status_code == 200, response.json
+    assert decode_fake_token(response.json["token"])["sub"] == "alice"
+
+
+def test_scheme_mismatch_warns_once_naming_proxyfix(
+    client: Any, fake: FakeToucan, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_toucan import views
+
+    monkeypatch.setattr(views, "_warned_proxy", False)
+    for _ in range(3):
+        refresh(client, {"X-User": "alice", "X-Toucan-Refresh": "1", "Origin": "https://localhost"})
+    warnings = [r.getMessage() for r in caplog.records if "ProxyFix" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_trusted_origins(make_app: Callable[..., Flask], fake: FakeToucan) -> None:
+    client = make_app(TOUCAN_TRUSTED_ORIGINS=["https://app.example.com/"]).test_client()
+    base = {"X-User": "alice", "X-Toucan-Refresh": "1"}
+    ok = refresh(
+        client, {**base, "Origin": "https://app.example.com", "Sec-Fetch-Site": "same-site"}
+    )
+    assert ok.status_code == 200
+    assert refresh(client, {**base, "Origin": "https://other.example.com"}).status_code == 403
+
+
+def test_bad_trusted_origins_name_the_key(make_app: Callable[..., Flask]) -> None:
+    from flask_toucan import ToucanConfigError
+
+    with pytest.raises(ToucanConfigError, match="TOUCAN_TRUSTED_ORIGINS"):
+        make_app(TOUCAN_TRUSTED_ORIGINS=["app.example.com"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"[" * 4000, 400, "bad_request"),  # deep nesting: a RecursionError in json
+        (b'{"variant": "abc"', 400, "bad_request"),
+        (b'{"variant": ""}', 400, "bad_request"),
+        (b"{not json", 400, "bad_request"),
+        (b'{"variant": 7}', 400, "bad_request"),
+        (b'["variant"]', 400, "bad_request"),
+        (b"x" * 5000, 413, "body_too_large"),
+    ],
+)
+def test_hostile_bodies_never_500(
+    client: Any, fake: FakeToucan, body: bytes, status: int, code: str
+) -> None:
+    response = refresh(client, data=body, content_type="application/json")
+    assert response.status_code == status
+    assert response.json["code"] == code
+    assert fake.requests == []
+
+
+def test_user_is_checked_before_the_body_is_read(client: Any, fake: FakeToucan) -> None:
+    read: list[int] = []
+
+    class Counting:
+        """A 50 MB body that records what is read of it (werkzeug seeks to size it)."""
+
+        def __init__(self, size: int) -> None:
+            self.size, self.pos = size, 0
+
+        def tell(self) -> int:
+            return self.pos
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            self.pos = offset if whence == 0 else self.size + offset
+            return self.pos
+
+        def read(self, n: int = -1) -> bytes:
+            chunk = min(self.size - self.pos, 65536 if n < 0 else n)
+            self.pos += chunk
+            read.append(chunk)
+            return b"x" * chunk
+
+    size = 50 * 2**20
+    response = client.post(
+        "/toucan/token", headers={"X-Toucan-Refresh": "1"}, input_stream=Counting(size)
+    )
+    assert response.status_code == 401
+    assert sum(read) == 0
+    big = client.post("/toucan/token", headers=SAME_SITE, input_stream=Counting(size))
+    assert big.status_code == 413
+    assert sum(read) == 0  # refused on its declared length: nothing read
 
 
 def test_same_origin_gets_token_with_no_store(client: Any, fake: FakeToucan, clock: Clock) -> None:
@@ -99,7 +210,11 @@ def test_upstream_failure_is_json_503_without_vendor_body(
     fake.fail(503, body={"code": "boom", "message": "vendor internals"})
     response = refresh(client)
     assert response.status_code == 503
-    assert response.json == {"error": "unavailable", "message": "analytics are unavailable"}
+    assert response.json == {
+        "error": "unavailable",
+        "code": "unavailable",
+        "message": "analytics are unavailable",
+    }
     assert "vendor internals" not in response.text
 
 
@@ -166,3 +281,134 @@ def test_works_with_flask_wtf_csrf_protect(
     # ...while the refresh endpoint relies on its own defence.
     assert refresh(client).status_code == 200
     assert refresh(client, {"X-User": "alice"}).status_code == 403
+
+
+class Directory:
+    """Who is an admin, changed by the tests while pages stay open."""
+
+    def __init__(self) -> None:
+        self.admins = {"alice"}
+
+
+def admin_app(make_app: Callable[..., Flask], directory: Directory) -> Flask:
+    from flask import request
+
+    from flask_toucan import ToucanUser
+
+    app = make_app()
+    toucan = app.extensions["test_toucan"]
+
+    @toucan.user_loader
+    def load() -> ToucanUser | None:
+        name = request.headers.get("X-User")
+        if not name:
+            return None
+        tenant = request.headers.get("X-Tenant", "acme")
+        return ToucanUser(name, attributes={"tenant": tenant})
+
+    @app.get("/admin")
+    @toucan.inject_token(
+        role="admin",
+        permissions={"dashboard": "can_edit"},
+        allow=lambda: request.headers.get("X-User") in directory.admins,
+    )
+    def admin() -> str:
+        return render_template_string("{{ toucan_dashboard('ops') }}")
+
+    return app
+
+
+def admin_reference(client: Any, user: str = "alice") -> str:
+    page = client.get("/admin", headers={"X-User": user})
+    assert page.status_code == 200
+    reference = components(page.text)[0]["data-toucan-variant"]
+    assert reference
+    return str(reference)
+
+
+def test_demoted_user_cannot_renew_the_admin_variant(
+    make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
+) -> None:
+    directory = Directory()
+    client = admin_app(make_app, directory).test_client()
+    reference = admin_reference(client)
+    ok = refresh(client, json={"variant": reference})
+    assert ok.status_code == 200
+    assert decode_fake_token(ok.json["token"])["role"] == "admin"
+    mints = len(fake.mints)
+    directory.admins.clear()  # demoted, with the page still open
+    assert client.get("/admin", headers={"X-User": "alice"}).status_code == 403
+    denied = refresh(client, json={"variant": reference})
+    assert denied.status_code == 403
+    assert denied.json["code"] == "access_revoked"
+    assert len(fake.mints) == mints
+    # The user's own default token is still theirs to renew.
+    plain = refresh(client)
+    assert plain.status_code == 200
+    assert decode_fake_token(plain.json["token"])["role"] == "explorer"
+
+
+def test_expired_reference_is_refused(
+    make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
+) -> None:
+    from flask_toucan.variants import MAX_AGE
+
+    client = admin_app(make_app, Directory()).test_client()
+    reference = admin_reference(client)
+    clock.advance(MAX_AGE - 60)
+    assert refresh(client, json={"variant": reference}).status_code == 200
+    clock.advance(120)
+    mints = len(fake.mints)
+    expired = refresh(client, json={"variant": reference})
+    assert expired.status_code == 403
+    assert expired.json["code"] == "variant_expired"
+    assert len(fake.mints) == mints
+
+
+@pytest.mark.parametrize(
+    "replay",
+    [
+        {"X-User": "bob"},  # another user, admin too
+        {"X-User": "alice", "X-Tenant": "globex"},  # the same id in another tenant
+    ],
+)
+def test_replayed_reference_is_refused(
+    make_app: Callable[..., Flask], fake: FakeToucan, replay: dict[str, str]
+) -> None:
+    directory = Directory()
+    directory.admins.add("bob")
+    client = admin_app(make_app, directory).test_client()
+    reference = admin_reference(client)
+    mints = len(fake.mints)
+    stolen = refresh(client, {"X-Toucan-Refresh": "1", **replay}, json={"variant": reference})
+    assert stolen.status_code == 403
+    assert stolen.json["code"] == "access_revoked"
+    assert len(fake.mints) == mints
+
+
+def test_forged_and_unknown_references(make_app: Callable[..., Flask], fake: FakeToucan) -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    app = admin_app(make_app, Directory())
+    client = app.test_client()
+    reference = admin_reference(client)
+    # Signed with the wrong key, or naming a variant no view registered.
+    wrong_key = URLSafeTimedSerializer("guess", salt="flask_toucan.token-variant.v2")
+    forged = wrong_key.dumps({"v": "x", "u": "y"})
+    right_key = URLSafeTimedSerializer("test", salt="flask_toucan.token-variant.v2")
+    unknown = right_key.dumps({"v": "no-such-variant", "u": "y"})
+    for bad in (forged, unknown, reference + "x"):
+        response = refresh(client, json={"variant": bad})
+        assert response.status_code == 403
+        assert response.json["code"] == "variant_invalid"
+    assert len(fake.mints) == 1  # the page's own
+
+
+def test_the_browser_never_carries_role_or_permissions(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    client = admin_app(make_app, Directory()).test_client()
+    page = client.get("/admin", headers={"X-User": "alice"}).text
+    reference = admin_reference(client)
+    assert "admin" not in page.replace("/admin", "") and "can_edit" not in page
+    assert "admin" not in reference and "can_edit" not in reference
