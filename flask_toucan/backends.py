@@ -26,7 +26,7 @@ from flask_caching import Cache
 from flask_caching.backends.simplecache import SimpleCache
 
 from .errors import ToucanConfigError
-from .settings import Settings
+from .settings import Settings, redact
 from .tokens import EmbedToken
 
 __all__ = [
@@ -192,7 +192,7 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
         own.init_app(app)
     except Exception as exc:
         raise ToucanConfigError(
-            f"TOUCAN_CACHE_CONFIG could not be used: {type(exc).__name__}: {exc}"
+            f"TOUCAN_CACHE_CONFIG could not be used: {type(exc).__name__}: {redact(str(exc))}"
         ) from None
     backend = app.extensions["cache"][own]
     if isinstance(backend, RedisCache):

@@ -159,9 +159,10 @@ class TokenClient:
         with response:
             status = response.status_code
             raw = self._read_body(response, started)
+        content_type = response.headers.get("Content-Type", "")
         if 200 <= status < 300:
-            return self._parse_token(raw, status, sent_at)
-        self._log_failure(status, raw)
+            return self._parse_token(raw, status, sent_at, content_type)
+        self._log_failure(status, raw, content_type)
         if status in (401, 403):
             raise ToucanAuthError(
                 f"Toucan refused the API key ({status}); check TOUCAN_API_KEY",
@@ -219,11 +220,13 @@ class TokenClient:
             raise ToucanUnavailable("Toucan's answer was cut off") from None
         return b"".join(chunks)
 
-    def _parse_token(self, raw: bytes, status: int, sent_at: float) -> EmbedToken:
+    def _parse_token(
+        self, raw: bytes, status: int, sent_at: float, content_type: str
+    ) -> EmbedToken:
         try:
             data = json.loads(raw)
-        except ValueError:
-            self._log_failure(status, raw)
+        except (ValueError, RecursionError):
+            self._log_failure(status, raw, content_type)
             raise ToucanResponseError(
                 "Toucan's answer was not JSON", upstream_status=status
             ) from None
@@ -238,9 +241,29 @@ class TokenClient:
         lifetime = parse_expires_in(data.get("expiresIn"))
         return EmbedToken.from_lifetime(token, lifetime, sent_at)
 
-    def _log_failure(self, status: int, raw: bytes) -> None:
-        text = raw[: LOGGED_BODY_CHARS * 4].decode("utf-8", "replace")
-        text = text.replace(self._api_key, "<api-key>")
-        if len(text) > LOGGED_BODY_CHARS:
-            text = text[:LOGGED_BODY_CHARS] + "..."
-        logger.warning("Toucan answered %d to a token request: %r", status, text)
+    def _log_failure(self, status: int, raw: bytes, content_type: str = "") -> None:
+        """Log what Toucan said, never its raw body: only the ``code`` and ``message``
+        fields of a JSON error, scrubbed of the API key before they are shortened."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict) or not ({"code", "message"} & data.keys()):
+            kind = content_type.split(";")[0].strip() or "no content type"
+            logger.warning(
+                "Toucan answered %d to a token request (%s, %d bytes)", status, kind, len(raw)
+            )
+            return
+        fields = {name: self._scrub(data.get(name)) for name in ("code", "message")}
+        logger.warning(
+            "Toucan answered %d to a token request: code=%r message=%r",
+            status,
+            fields["code"],
+            fields["message"],
+        )
+
+    def _scrub(self, value: object) -> str | None:
+        if value is None:
+            return None
+        text = str(value).replace(self._api_key, "<api-key>")
+        return text if len(text) <= LOGGED_BODY_CHARS else text[:LOGGED_BODY_CHARS] + "..."

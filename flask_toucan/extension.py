@@ -27,7 +27,7 @@ from .identity import ToucanUser
 from .settings import apply_defaults, read_settings
 from .state import AppState, RequestState
 from .tokens import EmbedToken, now
-from .variants import TokenVariants, VariantRegistry
+from .variants import TokenVariants, Variant, VariantRegistry
 from .views import create_blueprint, csp_nonce, no_store_when_token_sent, placeholder
 
 __all__ = ["Toucan"]
@@ -175,6 +175,14 @@ class Toucan:
         self, rs: RequestState | None, state: AppState, user: ToucanUser, force: bool = False
     ) -> EmbedToken:
         if rs is not None:
+            if rs.sent and not rs.no_store:
+                # A streamed response: its headers went out without no-store, so a
+                # shared cache could keep this token for everyone. Refuse.
+                raise ToucanConfigError(
+                    "a token was needed after the response headers were sent (a streamed "
+                    "template?): decorate the view with @toucan.inject_token so the token "
+                    "is minted, and the response marked private, before streaming starts"
+                )
             rs.no_store = True  # a token goes out with this response
         minter = state.minter()
         key = state.key_for(user)
@@ -247,7 +255,11 @@ class Toucan:
         }
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
-            variant = self.variants.register(func, overrides, allow)
+            # Only role/permission variants are renewed by reference: register those.
+            if overrides:
+                variant = self.variants.register(func, overrides, allow)
+            else:
+                variant = Variant("", {}, allow)
 
             def prepare() -> None:
                 rs = self._require_request()

@@ -80,7 +80,7 @@ def _make_minter(s: Settings) -> Minter:
 class RequestState:
     """What the extension keeps for one request, in ``g._toucan``."""
 
-    __slots__ = ("app", "error", "loaded", "no_store", "token", "user", "variant")
+    __slots__ = ("app", "error", "loaded", "no_store", "sent", "token", "user", "variant")
 
     def __init__(self, app: AppState) -> None:
         self.app = app
@@ -90,7 +90,8 @@ class RequestState:
         self.error: ToucanAPIError | None = None  # why there is none (placeholder mode)
         # inject_token(role=...): the variant and the user it applies to (before overrides)
         self.variant: tuple[Variant, ToucanUser] | None = None
-        self.no_store = False
+        self.no_store = False  # a token went out: Cache-Control private, no-store
+        self.sent = False  # the response headers are final (after_request has run)
 
 
 def _token_cache(backend: Any, s: Settings) -> TokenCache:

@@ -206,8 +206,14 @@ def csp_nonce() -> str | None:
 
 
 def no_store_when_token_sent(response: Response) -> Response:
+    """``after_request``: token-bearing responses are private and never stored."""
     rs: RequestState | None = g.get("_toucan")
-    if rs is not None and rs.no_store:
+    if rs is None:
+        # Nothing of ours ran yet; a streamed body may still ask for a token, and must
+        # find the headers already sent (extension.Toucan._token refuses then).
+        rs = g._toucan = RequestState(current_app.extensions["toucan"])
+    rs.sent = True
+    if rs.no_store:
         headers = response.headers
         headers["Cache-Control"] = "private, no-store"
         headers.pop("Expires", None)

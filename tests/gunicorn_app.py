@@ -32,6 +32,7 @@ def create_app() -> Flask:
         TOUCAN_REFRESH_AHEAD=float(os.environ.get("TEST_REFRESH_AHEAD", "0.5")),
         TOUCAN_LOCK_WAIT=float(os.environ.get("TEST_LOCK_WAIT", "5")),
         TOUCAN_LOCK_TIMEOUT=int(os.environ.get("TEST_LOCK_TIMEOUT", "10")),
+        TOUCAN_FRONT_CACHE_TTL=float(os.environ.get("TEST_FRONT_TTL", "30")),
     )
     toucan = Toucan(app)
 
@@ -55,6 +56,14 @@ def create_app() -> Flask:
     @toucan.inject_token
     def page() -> str:
         return render_template_string("{{ toucan_dashboard('d') }}")
+
+    @app.post("/invalidate")
+    def invalidate() -> str:
+        user = request.args["user"]
+        toucan.invalidate(
+            ToucanUser(user, attributes={"tenant": request.args.get("tenant", "t-" + user)})
+        )
+        return "ok"
 
     @app.get("/token")
     @toucan.inject_token

@@ -33,7 +33,8 @@ PAGE = """<!doctype html><html><head><title>t</title>{{ toucan_script() }}</head
 RECORD_EVENTS = """
 window.__events = [];
 window.__violations = [];
-for (const name of ["toucan:token-refreshed", "toucan:token-error", "toucan:session-ended"]) {
+for (const name of ["toucan:token-refreshed", "toucan:token-error", "toucan:session-ended",
+                    "toucan:access-revoked"]) {
   document.addEventListener(name, (e) => window.__events.push({type: name, detail: e.detail,
                                                                at: Date.now()}));
 }
@@ -404,3 +405,81 @@ def test_late_timer_after_sleep_renews_at_once(
     wait_for(lambda: tokens_of(page)[-1]["token"] != first, 3, "an immediate renewal")
     assert app.extensions["refresh_statuses"][0] == 200
     context.close()
+
+
+def test_revoked_variant_stops_while_the_rest_renews(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    admins = {"alice"}
+    app = browser_app(short_fake)
+    toucan = app.extensions["toucan"].toucan
+
+    @app.get("/mixed")
+    @toucan.inject_token
+    def mixed() -> str:
+        return render_template_string(
+            "<!doctype html><html><head>{{ toucan_script() }}</head><body>"
+            "{{ toucan_dashboard('sales', id='dash') }}<div id=admin></div></body></html>"
+        )
+
+    @app.get("/admin-fragment")
+    @toucan.inject_token(role="admin", allow=lambda: session.get("user") in admins)
+    def admin_fragment() -> str:
+        return render_template_string("{{ toucan_assistant(id='chat') }}")
+
+    server = serve(app)
+    page = open_page(browser, server.url)
+    page.goto(server.url + "/mixed")
+    page.wait_for_selector("#dash")
+    # The admin element arrives as a fragment (htmx-style), with its own variant.
+    page.evaluate(
+        """async (url) => { const html = await (await fetch(url)).text();
+                            document.getElementById('admin').innerHTML = html; }""",
+        server.url + "/admin-fragment",
+    )
+    page.wait_for_selector("#chat[data-toucan-variant]")
+    admins.clear()  # demoted with the page open
+    wait_for(lambda: bool(events(page, "toucan:access-revoked")), 15, "access-revoked")
+    revoked = events(page, "toucan:access-revoked")
+    assert revoked[0]["detail"] == {"code": "access_revoked", "elements": 1}
+    assert not events(page, "toucan:session-ended")
+    chat_tokens = len(tokens_of(page, "chat"))
+    dash_before = len(tokens_of(page))
+    # The plain dashboard keeps renewing; the revoked assistant does not.
+    wait_for(lambda: len(tokens_of(page)) >= dash_before + 2, 20, "two more dashboard tokens")
+    assert len(tokens_of(page, "chat")) == chat_tokens
+    assert len(events(page, "toucan:access-revoked")) == 1
+    roles = {decode_fake_token(h["token"])["role"] for h in tokens_of(page)}
+    assert roles == {"explorer"}
+    # Signing out still ends everything, with its own event.
+    page.context.request.get(server.url + "/logout")
+    wait_for(lambda: bool(events(page, "toucan:session-ended")), 15, "session-ended")
+    assert events(page, "toucan:session-ended")[0]["detail"] == {"status": 401}
+    page.context.close()
+
+
+def test_origin_refusal_keeps_the_elements_and_names_the_fix(
+    launch: Callable[..., Launched],
+) -> None:
+    _, _, page = launch()
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(m.text) if m.type == "error" else None)
+    # What a mis-set proxy looks like from the browser: the endpoint refuses the origin.
+    page.route(
+        "**/toucan/token",
+        lambda route: route.fulfill(
+            status=403,
+            content_type="application/json",
+            body='{"error": "origin_refused", "code": "origin_refused", "message": "x"}',
+        ),
+    )
+    # (Checking the page's events also lets Playwright run the route handler.)
+    wait_for(lambda: bool(events(page, "toucan:token-error")), 15, "an error")
+    ours = [m for m in messages if m.startswith("flask_toucan:")]
+    assert len(ours) == 1
+    assert "ProxyFix" in ours[0] and "TOUCAN_TRUSTED_ORIGINS" in ours[0]
+    assert not events(page, "toucan:session-ended")
+    assert page.evaluate("document.querySelectorAll('tc-dashboard').length") == 1
+    errors = events(page, "toucan:token-error")
+    assert errors[-1]["detail"]["code"] == "origin_refused"
+    page.context.close()

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 from flask import Flask
 
 from flask_toucan.testing import FakeToucan, decode_fake_token
@@ -40,3 +44,42 @@ def test_check_rejects_bad_attributes(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["toucan", "check", "--attr", "novalue"])
     assert result.exit_code == 2
     assert "is not NAME=VALUE" in result.output
+
+
+REDIS_PASSWORD = "s3cr3t-redis-pw"
+
+
+@pytest.mark.parametrize(
+    "cache_config",
+    [
+        {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:1/0"},
+        {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": f"rediss://u:{REDIS_PASSWORD}@h:1/0"},
+        {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_PASSWORD": REDIS_PASSWORD},
+        {"CACHE_TYPE": "RedisSentinelCache", "CACHE_REDIS_SENTINEL_PASSWORD": REDIS_PASSWORD},
+        {"CACHE_TYPE": "RedisCache", "CACHE_OPTIONS": {"password": REDIS_PASSWORD}},
+    ],
+)
+def test_config_and_repr_redact_cache_secrets(
+    make_app: Callable[..., Flask], cache_config: dict[str, Any]
+) -> None:
+    app = make_app(TOUCAN_CACHE_CONFIG=cache_config)
+    result = app.test_cli_runner().invoke(args=["toucan", "config"])
+    assert result.exit_code == 0, result.output
+    assert "TOUCAN_CACHE_CONFIG" in result.output
+    assert REDIS_PASSWORD not in result.output
+    assert REDIS_PASSWORD not in repr(app.extensions["toucan"].settings)
+    assert "<hidden>" in result.output
+
+
+def test_cache_config_errors_are_redacted(make_app: Callable[..., Flask]) -> None:
+    from flask_toucan import ToucanConfigError
+
+    with pytest.raises(ToucanConfigError) as info:
+        make_app(
+            TOUCAN_CACHE_CONFIG={
+                "CACHE_TYPE": "RedisCache",
+                "CACHE_REDIS_URL": f"bogus://:{REDIS_PASSWORD}@host/0",
+            }
+        )
+    assert "TOUCAN_CACHE_CONFIG" in str(info.value)
+    assert REDIS_PASSWORD not in str(info.value)

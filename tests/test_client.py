@@ -149,7 +149,34 @@ def test_vendor_body_echoing_the_key_is_scrubbed(
     fake.fail(401, body=f"bad key {API_KEY}")
     with caplog.at_level(logging.WARNING, "flask_toucan"), pytest.raises(ToucanAuthError):
         client_for(fake).mint(USER)
-    assert any("<api-key>" in r.getMessage() for r in caplog.records)
+    # Not JSON: only its type and size are logged, never its text.
+    (record,) = [r for r in caplog.records if "answered 401" in r.getMessage()]
+    assert record.getMessage().endswith(f"(text/plain, {len('bad key ' + API_KEY)} bytes)")
+    assert "bad key" not in record.getMessage()
+
+
+@pytest.mark.parametrize("pad", [0, 150, 195, 198, 199, 200, 790, 795])
+def test_crafted_body_cannot_smuggle_part_of_the_key_into_the_log(
+    fake: FakeToucan, caplog: pytest.LogCaptureFixture, pad: int
+) -> None:
+    # The key echoed right where a fixed truncation window would cut it.
+    fake.fail(401, body={"code": "x" * pad + API_KEY, "message": "y" * pad + API_KEY + "z"})
+    with caplog.at_level(logging.WARNING, "flask_toucan"), pytest.raises(ToucanAuthError):
+        client_for(fake).mint(USER)
+    (record,) = [r for r in caplog.records if "answered 401" in r.getMessage()]
+    text = record.getMessage()
+    for size in range(4, len(API_KEY) + 1):
+        assert API_KEY[:size] not in text, f"{API_KEY[:size]!r} leaked"
+
+
+def test_only_code_and_message_of_a_json_error_are_logged(
+    fake: FakeToucan, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail(403, body={"code": "forbidden", "message": "no", "debug": {"headers": "secret"}})
+    with caplog.at_level(logging.WARNING, "flask_toucan"), pytest.raises(ToucanAuthError):
+        client_for(fake).mint(USER)
+    (record,) = [r for r in caplog.records if "answered 403" in r.getMessage()]
+    assert record.getMessage().endswith("code='forbidden' message='no'")
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])

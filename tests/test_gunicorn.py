@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,3 +76,38 @@ def test_20_users_times_10_requests_20_mints(gunicorn: Gunicorn, fake: FakeTouca
     assert sorted(r.json["user"]["distinctId"] for r in fake.mints) == sorted(
         f"user-{i}" for i in range(20)
     )
+
+
+def test_invalidate_reaches_every_worker_within_the_front_cache_ttl(
+    fake: FakeToucan, redis_server: RedisServer
+) -> None:
+    front_ttl = 1.0
+    server = Gunicorn(
+        {
+            "TEST_TOUCAN_KEY": API_KEY,
+            "TEST_TOUCAN_URL": fake.url,
+            "TEST_REDIS_URL": redis_server.url,
+            "TEST_PREFIX": f"inv-{uuid.uuid4().hex[:8]}:",
+            "TEST_FRONT_TTL": str(front_ttl),
+        },
+        workers=4,
+        threads=4,
+    )
+    try:
+        first = fire(server.url + "/token", [{"user": "alice"}] * 64)
+        old = {r.json()["token"] for r in first}
+        assert len(old) == 1
+        assert len({r.headers["X-Worker"] for r in first}) >= 3  # warm in several workers
+        requests.post(server.url + "/invalidate", params={"user": "alice"}, timeout=10)
+        invalidated_at = time.monotonic()
+        time.sleep(front_ttl + 0.2)
+        after = fire(server.url + "/token", [{"user": "alice"}] * 64)
+        assert time.monotonic() - invalidated_at < front_ttl + 5
+        new = {r.json()["token"] for r in after}
+        assert new.isdisjoint(old), "a worker kept serving the invalidated token"
+        assert len(new) == 1
+        assert len({r.headers["X-Worker"] for r in after}) >= 3
+        assert len(fake.mints) == 2
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log

@@ -5,12 +5,17 @@
 // (data-toucan-expires-at on each element, data-server-now on this script for
 // clock skew) and from the refresh endpoint's answers. Events on `document`:
 //   toucan:token-refreshed  detail {expiresAt, expiresIn, elements, strategy}
-//   toucan:token-error      detail {status, attempt, retryIn, expired}
-//   toucan:session-ended    detail {status}
-// No event detail ever carries a token.
+//   toucan:token-error      detail {status, attempt, retryIn, expired, code}
+//   toucan:session-ended    detail {status}        (401: nobody is signed in any more)
+//   toucan:access-revoked   detail {code, elements} (403 for one page variant: those
+//                                                    elements stop renewing, others go on)
+// An origin refusal (403 origin_refused) logs a console error naming the fix and stops
+// renewing; the elements stay. No event detail ever carries a token.
 
 const SELECTOR = "tc-dashboard, tc-ai-assistant";
 const MAX_BACKOFF_MS = 60000;
+// 403 codes that concern one variant of the page (see flask_toucan.errors.InvalidVariant).
+const REVOKED = new Set(["access_revoked", "variant_expired", "variant_invalid"]);
 
 function start(script) {
   const endpoint = script.dataset.toucanRefresh;
@@ -68,7 +73,7 @@ function start(script) {
 
   function schedule(group, delayMs) {
     clearTimeout(group.timer);
-    if (stopped) return;
+    if (stopped || group.revoked) return;
     let wait = delayMs;
     if (wait === undefined) {
       // Renew between 75% and 95% of the lead before expiry: inside the server's
@@ -107,7 +112,7 @@ function start(script) {
   }
 
   async function renew(group) {
-    if (stopped || inFlight === group) return; // already being renewed
+    if (stopped || group.revoked || inFlight === group) return; // revoked or under way
     if (inFlight) {
       waiting.add(group);
       return;
@@ -116,6 +121,7 @@ function start(script) {
     clearTimeout(group.timer);
     let response = null;
     let data = null;
+    let code = null;
     try {
       response = await fetch(endpoint, {
         method: "POST",
@@ -128,17 +134,26 @@ function start(script) {
         },
         body: JSON.stringify(group.key ? { variant: group.key } : {}),
       });
-      if (response.ok) data = await response.json();
+      if (response.ok) {
+        data = await response.json();
+      } else if (response.status === 403) {
+        code = ((await response.json().catch(() => null)) || {}).code || null;
+      }
     } catch (error) {
       data = null;
     }
     inFlight = null;
+    const status = response ? response.status : 0;
     if (data && typeof data.token === "string" && Number(data.expiresIn) > 0) {
       succeeded(group, data);
-    } else if (response && (response.status === 401 || response.status === 403)) {
-      end(response.status);
+    } else if (status === 403 && REVOKED.has(code)) {
+      revoke(group, code);
+    } else if (status === 403 && code === "origin_refused") {
+      refused(group, code);
+    } else if (status === 401 || status === 403) {
+      end(status);
     } else {
-      failed(group, response ? response.status : 0);
+      failed(group, status);
     }
     const next = waiting.values().next().value;
     if (next) {
@@ -191,7 +206,28 @@ function start(script) {
       attempt: group.failures,
       retryIn: Math.round(delay),
       expired: left <= 0,
+      code: null,
     });
+  }
+
+  // This variant may no longer be renewed (the user lost access, or the page is too
+  // old): its elements keep their current token and stop renewing; other groups go on.
+  function revoke(group, code) {
+    clearTimeout(group.timer);
+    group.revoked = true;
+    emit("toucan:access-revoked", { code, elements: membersOf(group).length });
+  }
+
+  function refused(group, code) {
+    clearTimeout(group.timer);
+    group.revoked = true;
+    console.error(
+      "flask_toucan: the token refresh endpoint refused this page's origin (" +
+        location.origin +
+        "). Behind a TLS-terminating proxy, wrap the app in werkzeug's ProxyFix; for " +
+        "another origin of yours, list it in TOUCAN_TRUSTED_ORIGINS.",
+    );
+    emit("toucan:token-error", { status: 403, attempt: 1, retryIn: null, expired: false, code });
   }
 
   function end(status) {
