@@ -3,9 +3,12 @@
 * **Levels.** The backend holds tokens as JSON text. Over a shared backend
   (Redis, Memcached, ...) a small in-process front cache saves the network round
   trip of a warm view; over the in-process default (SimpleCache) there is none.
-* **TTL rules.** An entry lives until its token has ``min_ttl`` seconds left, so no
-  level ever returns a token we would refuse to serve. Nothing is written without
-  an expiry.
+* **TTL rules.** A token is served while it has more than its serving margin left
+  (``min(min_ttl, lifetime / 4)``, :func:`~flask_toucan.tokens.serving_margin`); an
+  entry lives exactly that long, so no level ever returns a token we would refuse.
+  Nothing is written without an expiry.
+* **Deadline.** Waiting for another thread's or process's mint of the same token,
+  and minting, share one budget of ``deadline`` seconds (TOUCAN_MINT_DEADLINE).
 * **Single-flight.** A miss mints under a per-key lock and, across processes, a
   lease (:mod:`flask_toucan.coordination`); others wait for that token.
 * **Refresh-ahead.** Once a token has used ``refresh_ahead`` of its life, the
@@ -31,14 +34,15 @@ from typing import Any, Protocol
 
 from .backends import FrontCache, decode_token, encode_token
 from .coordination import KeyLocks, Lease, Leases
-from .errors import ToucanError
-from .tokens import EmbedToken, now
+from .errors import ToucanError, ToucanUnavailable
+from .tokens import EmbedToken, now, serving_margin
 
 __all__ = ["CacheBackend", "TokenCache"]
 
 logger = logging.getLogger("flask_toucan")
 
-Mint = Callable[[], EmbedToken]
+#: Mints a token, giving up at the monotonic deadline it is passed.
+Mint = Callable[[float], EmbedToken]
 
 BACKEND_COOLDOWN = 2.0
 ERROR_LOG_INTERVAL = 30.0
@@ -66,6 +70,7 @@ class TokenCache:
         min_ttl: int,
         refresh_ahead: float,
         lock_wait: float,
+        deadline: float,
     ) -> None:
         self.backend = backend
         self._holds_objects = getattr(backend, "holds_objects", False) is True
@@ -74,6 +79,7 @@ class TokenCache:
         self.min_ttl = min_ttl
         self.refresh_ahead = refresh_ahead
         self.lock_wait = lock_wait
+        self.deadline = deadline
         self.locks = KeyLocks()
         self._backend_down_until = 0.0
         self._last_error_log = -float("inf")
@@ -86,10 +92,14 @@ class TokenCache:
     # -- reading ------------------------------------------------------------
 
     def usable(self, token: EmbedToken | None) -> bool:
-        return token is not None and token.expires_at_epoch - now() >= self.min_ttl
+        return token is not None and self._left(token) >= 0
+
+    def _left(self, token: EmbedToken) -> float:
+        """Seconds ``token`` may still be served."""
+        return token.expires_at_epoch - now() - serving_margin(token, self.min_ttl)
 
     def get(self, key: str) -> EmbedToken | None:
-        """The cached token for ``key`` if it has ``min_ttl`` seconds left (front, then shared)."""
+        """The cached token for ``key`` if it may still be served (front, then shared)."""
         if self.front is not None:
             token = self.front.get(key)
             if token is not None and self.usable(token):
@@ -107,7 +117,7 @@ class TokenCache:
 
     def put(self, key: str, token: EmbedToken) -> None:
         # The entry dies when the token stops being servable.
-        timeout = int(token.expires_at_epoch - now()) - self.min_ttl
+        timeout = int(self._left(token))
         if timeout <= 0:
             # A configuration mismatch, not an event: say it once per process
             # at WARNING, then at DEBUG, instead of on every page view.
@@ -115,10 +125,10 @@ class TokenCache:
             self._warned_short = True
             logger.log(
                 level,
-                "Toucan issued a token with only %d seconds of life, less than "
-                "TOUCAN_MIN_TOKEN_TTL (%d); such tokens are used once and not cached",
+                "Toucan issued a token with only %d seconds of life left, too little to "
+                "cache with a serving margin of %d s; such tokens are used once",
                 token.expires_in,
-                self.min_ttl,
+                serving_margin(token, self.min_ttl),
             )
             return
         value = token if self._holds_objects else encode_token(token)
@@ -127,7 +137,7 @@ class TokenCache:
 
     def _front_put(self, key: str, token: EmbedToken) -> None:
         if self.front is not None:
-            ttl = token.expires_at_epoch - now() - self.min_ttl
+            ttl = self._left(token)
             if ttl > 0:
                 self.front.set(key, token, ttl)
 
@@ -144,7 +154,8 @@ class TokenCache:
         """A usable token for ``key``: cached, or from one call to ``mint`` across processes.
 
         With ``force`` the cached token is skipped, but a token minted by another
-        caller after this call began is accepted as fresh enough.
+        caller after this call began is accepted as fresh enough. Gives up with
+        ToucanUnavailable after ``deadline`` seconds, waiting included.
         """
         started = now()
         if not force:
@@ -152,20 +163,32 @@ class TokenCache:
             if token is not None:
                 self._maybe_renew_ahead(key, token, mint)
                 return token
-        with self.locks.hold(key):
-            token = self.get(key)
-            if token is not None and (not force or _issued_after(token, started)):
-                return token
-            return self._mint_once(key, mint, started if force else None)
+        ends = time.monotonic() + self.deadline
+        try:
+            with self.locks.hold(key, timeout=self.deadline):
+                token = self.get(key)
+                if token is not None and (not force or _issued_after(token, started)):
+                    return token
+                return self._mint_once(key, mint, started if force else None, ends)
+        except TimeoutError:
+            raise ToucanUnavailable(
+                "waited TOUCAN_MINT_DEADLINE for another request's mint of the same token"
+            ) from None
 
-    def _mint_once(self, key: str, mint: Mint, fresh_after: float | None) -> EmbedToken:
-        deadline = time.monotonic() + self.lock_wait
+    def _mint_once(
+        self, key: str, mint: Mint, fresh_after: float | None, ends: float
+    ) -> EmbedToken:
+        wait_until = min(time.monotonic() + self.lock_wait, ends)
         lease = self._acquire(key)
         while lease is None:
-            token = self._wait_for(key, fresh_after, deadline)
+            token = self._wait_for(key, fresh_after, wait_until)
             if token is not None:
                 return token
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= ends:
+                raise ToucanUnavailable(
+                    "waited TOUCAN_MINT_DEADLINE for another process's mint of the same token"
+                )
+            if time.monotonic() >= wait_until:
                 logger.warning(
                     "waited %.1fs for another process to mint a token; minting", self.lock_wait
                 )
@@ -178,7 +201,7 @@ class TokenCache:
                 token = self._fresh(key, fresh_after)
                 if token is not None:
                     return token
-            token = mint()
+            token = mint(ends)
             self.put(key, token)  # stored before the lease goes, so waiters find it
             return token
         finally:
@@ -259,7 +282,7 @@ class TokenCache:
             if lease is None:
                 return  # renewing elsewhere, or backing off after a failure
             try:
-                token = mint()
+                token = mint(time.monotonic() + self.deadline)
             except ToucanError as exc:
                 # Stale-while-error: the lease is left to expire as a back-off.
                 logger.warning(

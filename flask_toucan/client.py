@@ -1,17 +1,31 @@
-"""TokenClient: the only code that talks HTTP to Toucan."""
+"""TokenClient: the only code that talks HTTP to Toucan.
+
+Egress as enterprises run it: proxies from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+(read the way requests reads them) or ``TOUCAN_PROXIES``, but ``.netrc`` credentials
+are never sent; TLS verified against ``TOUCAN_VERIFY`` (a CA bundle path) or
+``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``. Answers compressed by a CDN (gzip,
+deflate, br when installed) are decoded, with the decoded size capped. One
+wall-clock budget, ``TOUCAN_MINT_DEADLINE``, bounds a whole mint, retries and
+dripping answers included (:mod:`flask_toucan.watchdog`). Every failure names the
+host it tried and the ``TOUCAN_*`` key to check, never the API key.
+"""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import os
+import threading
 import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import ConnectionPool
+from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
@@ -25,6 +39,7 @@ from .errors import (
 from .identity import ToucanUser
 from .settings import DEFAULTS
 from .tokens import EmbedToken, now, parse_expires_in
+from .watchdog import WATCHDOG, WatchedHTTPConnection, WatchedHTTPSConnection
 
 __all__ = ["TokenClient"]
 
@@ -34,6 +49,12 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: A token response is a few hundred bytes; anything far bigger is not one.
 MAX_BODY_BYTES = 256 * 1024
 LOGGED_BODY_CHARS = 200
+#: Toucan's Date header and our clock may differ this much before we say so.
+CLOCK_SKEW_WARNING = 30.0
+
+# The monotonic deadline of the mint this thread is running (read by the Retry below).
+_current = threading.local()
+_warned_skew = False
 
 
 def _parse_retry_after(header: str | None) -> float | None:
@@ -67,22 +88,70 @@ class _BoundedRetry(Retry):
             wait = _parse_retry_after(response.headers.get("Retry-After"))
             if wait is not None and wait > self.retry_after_max:
                 raise MaxRetryError(_pool, url or "", None)  # type: ignore[arg-type]
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        following = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None and time.monotonic() + following.get_backoff_time() >= deadline:
+            # No time left for another attempt within TOUCAN_MINT_DEADLINE.
+            raise MaxRetryError(_pool, url or "", error or None)  # type: ignore[arg-type]
+        return following
 
 
-def _failure_message(exc: requests.exceptions.RequestException) -> str:
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = WatchedHTTPConnection
+
+
+class _WatchedTLSPool(HTTPSConnectionPool):
+    ConnectionCls = WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedTLSPool}
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter whose connections report their sockets to the watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+def _failure_message(exc: requests.exceptions.RequestException, host: str, late: bool) -> str:
+    """What went wrong, where, and which key to check (never the API key)."""
+    if late:
+        return (
+            f"Toucan at {host} did not answer within TOUCAN_MINT_DEADLINE; "
+            "check TOUCAN_BASE_URL, or raise TOUCAN_MINT_DEADLINE"
+        )
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return f"the proxy to Toucan at {host} failed; check TOUCAN_PROXIES (or HTTPS_PROXY)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            f"the TLS certificate of Toucan at {host} could not be verified; "
+            "check TOUCAN_VERIFY (a CA bundle for a private CA) and TOUCAN_BASE_URL"
+        )
     # requests reports a read timeout that used up the retries as a
     # ConnectionError; the urllib3 reason underneath says what really happened.
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"could not connect to Toucan at {host} in time; check TOUCAN_BASE_URL"
     if (
         isinstance(exc, requests.exceptions.Timeout)
         or isinstance(reason, TimeoutError)
         or (reason is not None and "Timeout" in type(reason).__name__)
     ):
-        return "Toucan did not answer in time"
+        return f"Toucan at {host} did not answer in time (TOUCAN_TIMEOUT)"
     if isinstance(exc, requests.exceptions.RetryError):
-        return "Toucan kept failing; retries exhausted"
-    return "could not connect to Toucan"
+        return f"Toucan at {host} kept failing; retries exhausted (TOUCAN_MAX_RETRIES)"
+    return f"could not connect to Toucan at {host}; check TOUCAN_BASE_URL"
+
+
+def _env_ca_bundle() -> str | None:
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 class TokenClient:
@@ -101,14 +170,21 @@ class TokenClient:
         token_path: str = DEFAULTS["TOUCAN_TOKEN_PATH"],
         timeout: tuple[float, float] = DEFAULTS["TOUCAN_TIMEOUT"],
         max_retries: int = DEFAULTS["TOUCAN_MAX_RETRIES"],
+        deadline: float | None = None,
+        proxies: dict[str, str] | None = DEFAULTS["TOUCAN_PROXIES"],
+        verify: bool | str = DEFAULTS["TOUCAN_VERIFY"],
+        max_lifetime: int = DEFAULTS["TOUCAN_MAX_TOKEN_LIFETIME"],
         backoff_factor: float = 0.25,
         max_retry_after: float = 5.0,
         pool_maxsize: int = 10,
     ) -> None:
         self.url = base_url.rstrip("/") + "/" + token_path.lstrip("/")
+        self.host = urlsplit(self.url).netloc
         self._api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
+        self.deadline = default_deadline(timeout, max_retries) if deadline is None else deadline
+        self.max_lifetime = max_lifetime
         retry = _BoundedRetry(
             total=max_retries,
             redirect=0,
@@ -123,8 +199,14 @@ class TokenClient:
             raise_on_status=False,
         )
         self.session = requests.Session()
-        self.session.trust_env = False  # no proxy settings or .netrc credentials
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_maxsize)
+        # Environment settings are applied below by hand: trust_env would also send
+        # .netrc credentials to Toucan.
+        self.session.trust_env = False
+        self.session.proxies = (
+            dict(proxies) if proxies is not None else requests.utils.get_environ_proxies(self.url)
+        )
+        self.session.verify = _env_ca_bundle() or True if verify is True else verify
+        adapter = _Adapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_maxsize)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -137,12 +219,54 @@ class TokenClient:
     def close(self) -> None:
         self.session.close()
 
-    def mint(self, user: ToucanUser) -> EmbedToken:
-        """Ask Toucan for a token for ``user``."""
+    def mint(self, user: ToucanUser, *, deadline: float | None = None) -> EmbedToken:
+        """Ask Toucan for a token for ``user``, within ``deadline`` (monotonic) at the latest."""
         body = json.dumps(user.to_payload(), separators=(",", ":")).encode()
+        ends = time.monotonic() + self.deadline
+        ends = ends if deadline is None else min(ends, deadline)
         # Expiry counts from before the request left, so it is never later than true.
         sent_at = now()
-        started = time.monotonic()
+        _current.deadline = ends
+        try:
+            with WATCHDOG.guard(ends) as guard:
+                status, headers, raw = self._post(body, ends, lambda: guard.expired)
+        finally:
+            _current.deadline = None
+        _check_clock(headers.get("Date"), sent_at, self.host)
+        content_type = headers.get("Content-Type", "")
+        if 200 <= status < 300:
+            return self._parse_token(raw, status, sent_at, content_type)
+        self._log_failure(status, raw, content_type)
+        where = f"Toucan at {self.host}"
+        if status in (401, 403):
+            raise ToucanAuthError(
+                f"{where} refused the API key ({status}); check TOUCAN_API_KEY",
+                upstream_status=status,
+            )
+        if status == 429:
+            raise ToucanRateLimited(
+                f"{where} is rate limiting token requests",
+                retry_after=_parse_retry_after(headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise ToucanUnavailable(f"{where} failed with status {status}", upstream_status=status)
+        if 300 <= status < 400:
+            raise ToucanResponseError(
+                f"{where} answered with a redirect ({status}), which is not followed; "
+                "check TOUCAN_BASE_URL",
+                upstream_status=status,
+            )
+        if status == 404:
+            raise ToucanResponseError(
+                f"{where} has no token endpoint at {urlsplit(self.url).path} (404); "
+                "check TOUCAN_TOKEN_PATH and TOUCAN_BASE_URL",
+                upstream_status=status,
+            )
+        raise ToucanResponseError(
+            f"{where} rejected the token request ({status})", upstream_status=status
+        )
+
+    def _post(self, body: bytes, ends: float, late: Any) -> tuple[int, Any, bytes]:
         try:
             response = self.session.post(
                 self.url,
@@ -152,72 +276,51 @@ class TokenClient:
                 allow_redirects=False,
                 stream=True,
             )
+            with response:
+                raw = self._read_body(response, ends, late)
+                return response.status_code, response.headers, raw
         except requests.exceptions.RequestException as exc:
-            message = _failure_message(exc)
+            message = _failure_message(exc, self.host, late() or time.monotonic() >= ends)
             logger.warning("Toucan token request failed: %s (%s)", message, type(exc).__name__)
             raise ToucanUnavailable(message) from None
-        with response:
-            status = response.status_code
-            raw = self._read_body(response, started)
-        content_type = response.headers.get("Content-Type", "")
-        if 200 <= status < 300:
-            return self._parse_token(raw, status, sent_at, content_type)
-        self._log_failure(status, raw, content_type)
-        if status in (401, 403):
-            raise ToucanAuthError(
-                f"Toucan refused the API key ({status}); check TOUCAN_API_KEY",
-                upstream_status=status,
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            timed_out = late() or time.monotonic() >= ends
+            message = _failure_message(
+                requests.exceptions.ConnectionError(exc), self.host, timed_out
             )
-        if status == 429:
-            raise ToucanRateLimited(
-                "Toucan is rate limiting token requests",
-                retry_after=_parse_retry_after(response.headers.get("Retry-After")),
-            )
-        if status >= 500:
-            raise ToucanUnavailable(f"Toucan failed with status {status}", upstream_status=status)
-        if 300 <= status < 400:
-            raise ToucanResponseError(
-                f"Toucan answered with a redirect ({status}), which is not followed; "
-                "check TOUCAN_BASE_URL",
-                upstream_status=status,
-            )
-        if status == 404:
-            raise ToucanResponseError(
-                "Toucan has no token endpoint at the configured path (404); "
-                "check TOUCAN_TOKEN_PATH and TOUCAN_BASE_URL",
-                upstream_status=status,
-            )
-        raise ToucanResponseError(
-            f"Toucan rejected the token request ({status})", upstream_status=status
-        )
+            if not timed_out:
+                message = f"Toucan's answer from {self.host} was cut off"
+            logger.warning("reading Toucan's answer failed: %s (%s)", message, type(exc).__name__)
+            raise ToucanUnavailable(message) from None
 
-    def _read_body(self, response: requests.Response, started: float) -> bytes:
-        # A per-read timeout alone lets a slow drip last forever; bound the whole body.
-        deadline = started + sum(self.timeout) * (self.max_retries + 1)
+    def _read_body(self, response: requests.Response, ends: float, late: Any) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        try:
-            while True:
-                # read1 returns what has arrived, so the deadline is checked
-                # between drips instead of after a full buffer.
-                chunk = response.raw.read1(16 * 1024)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise ToucanResponseError(
-                        f"Toucan's answer was larger than {MAX_BODY_BYTES} bytes",
-                        upstream_status=response.status_code,
-                    )
-                if time.monotonic() > deadline:
-                    raise ToucanUnavailable(
-                        "Toucan's answer arrived too slowly",
-                        upstream_status=response.status_code,
-                    )
-                chunks.append(chunk)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            logger.warning("reading Toucan's answer failed: %s", type(exc).__name__)
-            raise ToucanUnavailable("Toucan's answer was cut off") from None
+        while True:
+            # read1 returns what has arrived (decoded: gzip/deflate/br), so the cap
+            # and the deadline are checked between drips; urllib3 bounds each
+            # decompression step to the size asked for, so a zip bomb stops at the cap.
+            chunk = response.raw.read1(16 * 1024, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ToucanResponseError(
+                    f"Toucan's answer from {self.host} was larger than {MAX_BODY_BYTES} bytes "
+                    "(decoded)",
+                    upstream_status=response.status_code,
+                )
+            if time.monotonic() > ends:
+                raise ToucanUnavailable(
+                    f"Toucan's answer from {self.host} arrived too slowly (TOUCAN_MINT_DEADLINE)",
+                    upstream_status=response.status_code,
+                )
+            chunks.append(chunk)
+        if late():  # the watchdog cut the answer short: it is not all there
+            raise ToucanUnavailable(
+                f"Toucan's answer from {self.host} arrived too slowly (TOUCAN_MINT_DEADLINE)",
+                upstream_status=response.status_code,
+            )
         return b"".join(chunks)
 
     def _parse_token(
@@ -238,7 +341,7 @@ class TokenClient:
                 "Toucan's answer held no usable token", upstream_status=status
             )
         assert isinstance(data, dict)
-        lifetime = parse_expires_in(data.get("expiresIn"))
+        lifetime = parse_expires_in(data.get("expiresIn"), self.max_lifetime)
         return EmbedToken.from_lifetime(token, lifetime, sent_at)
 
     def _log_failure(self, status: int, raw: bytes, content_type: str = "") -> None:
@@ -267,3 +370,28 @@ class TokenClient:
             return None
         text = str(value).replace(self._api_key, "<api-key>")
         return text if len(text) <= LOGGED_BODY_CHARS else text[:LOGGED_BODY_CHARS] + "..."
+
+
+def default_deadline(timeout: tuple[float, float], max_retries: int) -> float:
+    """TOUCAN_MINT_DEADLINE when unset: every attempt's timeouts plus backoff, at most 30 s."""
+    return min(30.0, sum(timeout) * (max_retries + 1) + 0.5 * max_retries)
+
+
+def _check_clock(date: str | None, sent_at: float, host: str) -> None:
+    """Warn once when Toucan's clock and ours disagree by more than CLOCK_SKEW_WARNING."""
+    global _warned_skew
+    if _warned_skew or not date:
+        return
+    try:
+        theirs = email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return
+    skew = theirs - sent_at
+    if abs(skew) > CLOCK_SKEW_WARNING:
+        _warned_skew = True
+        logger.warning(
+            "Toucan at %s reports a time %+.0f s from this server's clock; token expiry "
+            "is still counted from this server's clock, but check its time sync (NTP)",
+            host,
+            skew,
+        )

@@ -42,13 +42,18 @@ class KeyLocks:
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str, timeout: float = -1) -> Iterator[None]:
+        """Hold ``key``'s lock; TimeoutError if it cannot be had within ``timeout`` s."""
         with self._guard:
             lock, users = self._locks.get(key, (threading.Lock(), 0))
             self._locks[key] = (lock, users + 1)
         try:
-            with lock:
+            if not lock.acquire(timeout=max(0.0, timeout) if timeout >= 0 else -1):
+                raise TimeoutError(key)
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 _, users = self._locks[key]

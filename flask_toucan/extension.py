@@ -150,7 +150,8 @@ class Toucan:
         return rs.user
 
     def _require_user(self, rs: RequestState | None = None) -> ToucanUser:
-        user = self._user(rs or self._require_request())
+        rs = rs or self._request()
+        user = None if rs is None else self._user(rs)
         if user is None:
             raise ToucanUserRequired()
         return user
@@ -186,7 +187,9 @@ class Toucan:
             rs.no_store = True  # a token goes out with this response
         minter = state.minter()
         key = state.key_for(user)
-        return state.cache.get_or_mint(key, lambda: minter.mint(user), force=force)
+        return state.cache.get_or_mint(
+            key, lambda deadline: minter.mint(user, deadline=deadline), force=force
+        )
 
     def invalidate(self, user: AnyUser) -> None:
         """Forget the cached token of ``user`` (exactly this identity).

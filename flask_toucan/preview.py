@@ -54,7 +54,7 @@ class PreviewMinter:
         #: How many tokens were minted (the preview has no server to count them).
         self.minted = 0
 
-    def mint(self, user: ToucanUser) -> EmbedToken:
+    def mint(self, user: ToucanUser, *, deadline: float | None = None) -> EmbedToken:
         issued_at = now()
         value = encode_fake_token(user.to_payload(), self.lifetime, issued_at)
         self.minted += 1

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .errors import ToucanConfigError
 from .identity import DEFAULT_ROLE
+from .tokens import MAX_LIFETIME
 
 __all__ = ["KEYS", "Key", "Settings", "apply_defaults", "read_settings", "redact"]
 
@@ -51,7 +52,18 @@ KEYS: tuple[Key, ...] = (
     Key("TOUCAN_DEFAULT_ROLE", DEFAULT_ROLE, "role when the user loader gives none"),
     Key("TOUCAN_TIMEOUT", (3.05, 10), "connect, read seconds (one number sets both)"),
     Key("TOUCAN_MAX_RETRIES", 2, "retries on 429/502/503/504 and connection errors"),
-    Key("TOUCAN_MIN_TOKEN_TTL", 300, "never hand out a cached token with fewer seconds left"),
+    Key("TOUCAN_MIN_TOKEN_TTL", 300, "the serving margin: a cached token is handed out while it "
+        "has more than min(this, a quarter of its lifetime) seconds left"),
+    Key("TOUCAN_MINT_DEADLINE", None, "total seconds one mint may take: connect, TLS, headers, "
+        "body, retries, waiting on another's mint (default: from the timeouts, at most 30)"),
+    Key("TOUCAN_MAX_TOKEN_LIFETIME", MAX_LIFETIME, "lifetimes Toucan announces above this "
+        "are capped, with a warning"),
+    Key("TOUCAN_PROXIES", None, "proxies for the token request, e.g. {'https': "
+        "'http://proxy:3128'} (default: HTTPS_PROXY/HTTP_PROXY/NO_PROXY; never .netrc)"),
+    Key("TOUCAN_VERIFY", True, "TLS verification: True, or a CA bundle path for a private CA "
+        "(REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are honoured)"),
+    Key("TOUCAN_ALLOW_HTTP", False, "allow a plain http:// TOUCAN_BASE_URL that is not "
+        "loopback (the API key would travel in clear)"),
     Key("TOUCAN_CACHE_CONFIG", None, "a flask-caching config dict (default: in-process "
         "SimpleCache); Toucan(app, cache=...) wins"),
     Key("TOUCAN_CACHE_KEY_PREFIX", "toucan:", "namespace of our keys in a shared cache"),
@@ -92,6 +104,11 @@ class Settings:
     timeout: tuple[float, float]
     max_retries: int
     min_token_ttl: int
+    mint_deadline: float | None
+    max_token_lifetime: int
+    proxies: dict[str, str] | None
+    verify: bool | str
+    allow_http: bool
     cache_config: Mapping[str, Any] | None
     cache_key_prefix: str
     url_prefix: str
@@ -109,15 +126,14 @@ class Settings:
 
     def as_config(self) -> dict[str, Any]:
         """``{"TOUCAN_...": value}`` with secrets redacted, for display."""
-        shown = {
-            "TOUCAN_" + f.name.upper(): redact(getattr(self, f.name), f.name) for f in fields(self)
-        }
+        shown = {"TOUCAN_" + f.name.upper(): redact(getattr(self, f.name)) for f in fields(self)}
         shown["TOUCAN_API_KEY"] = "<set>" if self.api_key else "<not set>"
         return shown
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields(self)
+            f"{name.removeprefix('TOUCAN_').lower()}={value!r}"
+            for name, value in self.as_config().items()
         )
         return f"Settings({shown})"
 
@@ -126,15 +142,17 @@ _SECRET_NAME = re.compile(r"(key|password|passwd|secret|token|credential)", re.I
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
 
 
-def redact(value: Any, name: str = "") -> Any:
-    """``value`` for display: secret-named entries hidden, passwords in URLs masked."""
+def redact(value: Any) -> Any:
+    """``value`` for display: entries of a mapping named like a secret hidden, and
+    passwords in URLs (``redis://:pw@``, ``rediss://user:pw@``) masked."""
     if isinstance(value, Mapping):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {
+            k: "<hidden>" if _SECRET_NAME.search(str(k)) and v else redact(v)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     if isinstance(value, str):
-        if name and _SECRET_NAME.search(name) and not name.upper().endswith("PREFIX"):
-            return "<hidden>"
         return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:<hidden>@", value)
     return value
 
@@ -152,7 +170,7 @@ def apply_defaults(config: dict[str, Any]) -> None:
 
 
 def _fail(key: str, problem: str, value: object) -> ToucanConfigError:
-    shown = repr(redact(value, key))
+    shown = "<hidden>" if key == "TOUCAN_API_KEY" else repr(redact(value))
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return ToucanConfigError(f"{key} {problem} (got {shown})")
@@ -245,6 +263,42 @@ def _prefix(config: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _proxies(config: Mapping[str, Any], key: str) -> dict[str, str] | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _fail(key, "must be None or a dict such as {'https': 'http://proxy:3128'}", value)
+    return dict(value)
+
+
+def _verify(config: Mapping[str, Any], key: str) -> bool | str:
+    value = config.get(key)
+    if value is True or value is False:
+        return value
+    if isinstance(value, str) and os.path.exists(value):
+        return value
+    raise _fail(key, "must be True, False or the path of an existing CA bundle", value)
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def _base_url(config: Mapping[str, Any], key: str) -> str:
+    value = _string(config, key, url=True).rstrip("/")
+    parsed = urlsplit(value)
+    host = (parsed.hostname or "").lower()
+    loopback = host in _LOOPBACK or host.startswith("127.")
+    if parsed.scheme == "http" and not loopback and config.get("TOUCAN_ALLOW_HTTP") is not True:
+        raise ToucanConfigError(
+            f"{key} is a plain http:// URL ({value}): the API key would travel in clear. "
+            "Use https://, or set TOUCAN_ALLOW_HTTP = True for a private network you trust"
+        )
+    return value
+
+
 def _origins(config: Mapping[str, Any], key: str) -> frozenset[str]:
     value = config.get(key)
     items = [value] if isinstance(value, str) else value
@@ -265,7 +319,7 @@ Check = Callable[[Mapping[str, Any], str], Any]
 
 _CHECKS: dict[str, Check] = {
     "TOUCAN_API_KEY": _api_key,
-    "TOUCAN_BASE_URL": lambda c, k: _string(c, k, url=True).rstrip("/"),
+    "TOUCAN_BASE_URL": _base_url,
     "TOUCAN_TOKEN_PATH": lambda c, k: _string(c, k, path=True),
     "TOUCAN_SERVER_URL": lambda c, k: _string(c, k, url=True),
     "TOUCAN_SCRIPT_URL": _string,
@@ -273,6 +327,11 @@ _CHECKS: dict[str, Check] = {
     "TOUCAN_TIMEOUT": _timeout,
     "TOUCAN_MAX_RETRIES": lambda c, k: _int(c, k, 0),
     "TOUCAN_MIN_TOKEN_TTL": lambda c, k: _int(c, k, 0),
+    "TOUCAN_MINT_DEADLINE": lambda c, k: None if c.get(k) is None else _number(c, k, 0.1, 300),
+    "TOUCAN_MAX_TOKEN_LIFETIME": lambda c, k: _int(c, k, 1),
+    "TOUCAN_PROXIES": _proxies,
+    "TOUCAN_VERIFY": _verify,
+    "TOUCAN_ALLOW_HTTP": _bool,
     "TOUCAN_CACHE_CONFIG": _cache_config,
     "TOUCAN_CACHE_KEY_PREFIX": _prefix,
     "TOUCAN_URL_PREFIX": lambda c, k: _string(c, k, path=True).rstrip("/") or "/",

@@ -11,7 +11,7 @@ from cachelib.simple import SimpleCache
 
 from .backends import FrontCache
 from .cache import TokenCache
-from .client import TokenClient
+from .client import TokenClient, default_deadline
 from .coordination import leases_for
 from .errors import ToucanAPIError
 from .identity import ToucanUser, cache_key, key_fingerprint
@@ -73,7 +73,15 @@ def _make_minter(s: Settings) -> Minter:
         return PreviewMinter(s.preview_token_lifetime)
     assert s.api_key is not None
     return TokenClient(
-        s.base_url, s.api_key, token_path=s.token_path, timeout=s.timeout, max_retries=s.max_retries
+        s.base_url,
+        s.api_key,
+        token_path=s.token_path,
+        timeout=s.timeout,
+        max_retries=s.max_retries,
+        deadline=mint_deadline(s),
+        proxies=s.proxies,
+        verify=s.verify,
+        max_lifetime=s.max_token_lifetime,
     )
 
 
@@ -106,4 +114,10 @@ def _token_cache(backend: Any, s: Settings) -> TokenCache:
         # Preview tokens cost nothing to mint: no background thread for them.
         refresh_ahead=0 if s.preview else s.refresh_ahead,
         lock_wait=s.lock_wait,
+        deadline=mint_deadline(s),
     )
+
+
+def mint_deadline(s: Settings) -> float:
+    """TOUCAN_MINT_DEADLINE, or the default derived from the timeouts and retries."""
+    return s.mint_deadline or default_deadline(s.timeout, s.max_retries)

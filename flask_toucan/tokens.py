@@ -14,13 +14,22 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .identity import ToucanUser
 
-__all__ = ["FALLBACK_LIFETIME", "EmbedToken", "Minter", "now", "parse_expires_in"]
+__all__ = [
+    "FALLBACK_LIFETIME",
+    "EmbedToken",
+    "Minter",
+    "now",
+    "parse_expires_in",
+    "serving_margin",
+]
 
 logger = logging.getLogger("flask_toucan")
 
 #: Seconds assumed when Toucan's ``expiresIn`` cannot be understood. Short on
 #: purpose: guessing too long would hand out dead tokens, too short only costs a mint.
 FALLBACK_LIFETIME = 60
+#: Lifetimes Toucan announces above this are capped (TOUCAN_MAX_TOKEN_LIFETIME's default).
+MAX_LIFETIME = 86400
 
 # The one clock everything reads, so tests can move time without sleeping.
 _clock: Callable[[], float] = time.time
@@ -51,19 +60,28 @@ for _names, _seconds in (
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
-def parse_expires_in(value: object) -> int:
-    """Seconds of life described by Toucan's ``expiresIn``.
+_warned_cap = False
+
+
+def parse_expires_in(value: object, max_lifetime: int = MAX_LIFETIME) -> int:
+    """Seconds of life described by Toucan's ``expiresIn``; it never raises.
 
     Accepts the duration grammar of the common Node JWT libraries (``"1h"``,
     ``"30m"``, ``"2 days"``, ``"1.5h"``), a JSON number of seconds, or a string of
     digits meaning seconds. Fractions are rounded down. Anything else, including
     zero or negative values, gives :data:`FALLBACK_LIFETIME` and logs a warning.
+    More than ``max_lifetime`` (``TOUCAN_MAX_TOKEN_LIFETIME``) is capped to it, with
+    one warning per process: a token cached for "5000y" would outlive any real one.
     """
+    global _warned_cap
     seconds: float | None = None
     if isinstance(value, bool):
         seconds = None
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
@@ -79,6 +97,17 @@ def parse_expires_in(value: object) -> int:
             FALLBACK_LIFETIME,
         )
         return FALLBACK_LIFETIME
+    if seconds > max_lifetime:
+        if not _warned_cap:
+            _warned_cap = True
+            logger.warning(
+                "Toucan returned an expiresIn of %s, more than TOUCAN_MAX_TOKEN_LIFETIME "
+                "(%d s); using %d s",
+                _describe(value),
+                max_lifetime,
+                max_lifetime,
+            )
+        return max_lifetime
     return int(seconds)
 
 
@@ -116,6 +145,13 @@ class EmbedToken:
     def expires_at_epoch(self) -> float:
         return self.expires_at.timestamp()
 
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds from issue to expiry, when the issue time is known."""
+        if self.issued_at is None:
+            return None
+        return self.expires_at_epoch - self.issued_at.timestamp()
+
     def to_dict(self) -> dict[str, Any]:
         """What the browser receives: the token and its expiry."""
         return {
@@ -130,10 +166,26 @@ class EmbedToken:
     __str__ = __repr__
 
 
+def serving_margin(token: EmbedToken, min_ttl: float) -> float:
+    """Seconds of life a token must have left to be handed out.
+
+    ``min(TOUCAN_MIN_TOKEN_TTL, lifetime / 4)``: the advisory/mandatory split of
+    botocore's refreshable credentials, so that 5-minute tokens are reused for
+    225 s (one mint per lifetime) while 1-hour tokens keep the full 300 s margin.
+    """
+    lifetime = token.lifetime
+    return min_ttl if lifetime is None else min(min_ttl, lifetime * MARGIN_SHARE)
+
+
+#: The share of a token's lifetime kept as the least serving margin.
+MARGIN_SHARE = 0.25
+
+
 class Minter(Protocol):
     """Something that turns a user into a fresh token: ``TokenClient`` or ``PreviewMinter``.
 
-    ``mint`` returns an :class:`EmbedToken` or raises a ``ToucanAPIError``.
+    ``mint`` returns an :class:`EmbedToken` or raises a ``ToucanAPIError``; it gives
+    up at ``deadline`` (a ``time.monotonic()`` value) when one is given.
     """
 
-    def mint(self, user: ToucanUser) -> EmbedToken: ...
+    def mint(self, user: ToucanUser, *, deadline: float | None = None) -> EmbedToken: ...

@@ -36,7 +36,10 @@ def test_check_reports_failures_without_secrets(app: Flask, fake: FakeToucan) ->
     fake.fail(401, body=f"bad key {API_KEY}")
     result = app.test_cli_runner().invoke(args=["toucan", "check"])
     assert result.exit_code == 1
-    assert "FAILED: Toucan refused the API key (401); check TOUCAN_API_KEY" in result.output
+    host = fake.url.removeprefix("http://")
+    assert f"FAILED: Toucan at {host} refused the API key (401); check TOUCAN_API_KEY" in (
+        result.output
+    )
     assert API_KEY not in result.output
 
 

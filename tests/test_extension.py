@@ -402,15 +402,31 @@ def test_near_expiry_token_is_never_served(client: Any, fake: FakeToucan, clock:
     assert int(third.text.split("<p id=exp>")[1].split("<")[0]) == 3600
 
 
-def test_short_lived_tokens_are_served_once_not_cached(
+def test_short_lived_tokens_keep_a_quarter_of_their_life_as_margin(
+    make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
+) -> None:
+    fake.expires_in = "2m"  # below TOUCAN_MIN_TOKEN_TTL: the margin is 120 / 4 = 30 s
+    client = make_app().test_client()
+    for _ in range(3):
+        assert client.get("/page", headers={"X-User": "alice"}).status_code == 200
+    assert len(fake.mints) == 1
+    clock.advance(89)  # 31 s left: still served
+    client.get("/page", headers={"X-User": "alice"})
+    assert len(fake.mints) == 1
+    clock.advance(2)  # 29 s left: inside the margin
+    client.get("/page", headers={"X-User": "alice"})
+    assert len(fake.mints) == 2
+
+
+def test_tokens_too_short_to_cache_are_used_once_with_one_warning(
     make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake.expires_in = "2m"  # below TOUCAN_MIN_TOKEN_TTL
+    fake.expires_in = "1s"
     client = make_app().test_client()
     for _ in range(3):
         assert client.get("/page", headers={"X-User": "alice"}).status_code == 200
     assert len(fake.mints) == 3
-    warnings = [r for r in caplog.records if "less than TOUCAN_MIN_TOKEN_TTL" in r.getMessage()]
+    warnings = [r for r in caplog.records if "too little to cache" in r.getMessage()]
     assert [r.levelname for r in warnings] == ["WARNING", "DEBUG", "DEBUG"]
 
 
@@ -487,6 +503,7 @@ def test_backend_failure_is_logged_and_bypassed(
         min_ttl=300,
         refresh_ahead=0,
         lock_wait=5,
+        deadline=5,
     )
     client = app.test_client()
     for _ in range(3):
@@ -515,7 +532,7 @@ def test_default_backend_stays_bounded(make_app: Callable[..., Flask], clock: Cl
     state = app.extensions["toucan"]
     minted: list[str] = []
 
-    def mint() -> EmbedToken:
+    def mint(deadline: float) -> EmbedToken:
         minted.append("x")
         return EmbedToken.from_lifetime(f"t{len(minted)}", 3600, clock())
 

@@ -34,7 +34,26 @@ from .conftest import Clock
     ],
 )
 def test_parse_expires_in_understands_jwt_durations(value: object, seconds: int) -> None:
+    assert parse_expires_in(value, max_lifetime=10**9) == seconds
+    assert parse_expires_in(value) == min(seconds, 86400)  # TOUCAN_MAX_TOKEN_LIFETIME
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (1e20, 86400),
+        (10**400, 60),  # too large for a float: not understood, assumed short
+        ("99999y", 86400),
+        ("5000y", 86400),
+        ("9" * 400, 60),
+        ("2 days", 86400),
+        (1e308 * 10, 60),  # infinity: not understood
+        ("1e20", 60),  # not the duration grammar
+    ],
+)
+def test_absurd_lifetimes_never_raise_and_are_capped(value: object, seconds: int) -> None:
     assert parse_expires_in(value) == seconds
+    assert parse_expires_in(value, max_lifetime=3600) == min(seconds, 3600)
 
 
 @pytest.mark.parametrize(
