@@ -31,6 +31,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from .errors import (
+    ToucanAPIError,
     ToucanAuthError,
     ToucanRateLimited,
     ToucanResponseError,
@@ -237,32 +238,38 @@ class TokenClient:
         if 200 <= status < 300:
             return self._parse_token(raw, status, sent_at, content_type)
         self._log_failure(status, raw, content_type)
+        error = self._error_for(status, headers)
+        logger.warning("Toucan token request failed: %s", error)
+        raise error
+
+    def _error_for(self, status: int, headers: Any) -> ToucanAPIError:
+        """The typed error for a non-2xx answer, saying which key to check."""
         where = f"Toucan at {self.host}"
         if status in (401, 403):
-            raise ToucanAuthError(
+            return ToucanAuthError(
                 f"{where} refused the API key ({status}); check TOUCAN_API_KEY",
                 upstream_status=status,
             )
         if status == 429:
-            raise ToucanRateLimited(
+            return ToucanRateLimited(
                 f"{where} is rate limiting token requests",
                 retry_after=_parse_retry_after(headers.get("Retry-After")),
             )
         if status >= 500:
-            raise ToucanUnavailable(f"{where} failed with status {status}", upstream_status=status)
+            return ToucanUnavailable(f"{where} failed with status {status}", upstream_status=status)
         if 300 <= status < 400:
-            raise ToucanResponseError(
+            return ToucanResponseError(
                 f"{where} answered with a redirect ({status}), which is not followed; "
                 "check TOUCAN_BASE_URL",
                 upstream_status=status,
             )
         if status == 404:
-            raise ToucanResponseError(
+            return ToucanResponseError(
                 f"{where} has no token endpoint at {urlsplit(self.url).path} (404); "
                 "check TOUCAN_TOKEN_PATH and TOUCAN_BASE_URL",
                 upstream_status=status,
             )
-        raise ToucanResponseError(
+        return ToucanResponseError(
             f"{where} rejected the token request ({status})", upstream_status=status
         )
 

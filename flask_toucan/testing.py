@@ -11,12 +11,15 @@ who they were minted for.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import random
 import secrets
 import socket
+import ssl
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,7 +59,9 @@ class Failure:
 
     ``status`` with optional ``body``/``headers``/``retry_after``; ``drop`` closes
     the connection without answering; ``delay`` waits first (a read timeout);
-    ``drip`` sends the body one byte every ``drip`` seconds.
+    ``drip`` sends the body one byte every ``drip`` seconds; ``header_drip`` sends
+    the whole answer, status line and headers included, one byte every
+    ``header_drip`` seconds (no per-read timeout ever fires).
     """
 
     status: int = 500
@@ -66,6 +71,7 @@ class Failure:
     drop: bool = False
     delay: float = 0.0
     drip: float = 0.0
+    header_drip: float = 0.0
 
 
 class _Handler(WSGIRequestHandler):
@@ -102,6 +108,10 @@ class _Handler(WSGIRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         response = fake._handle(Request(self.make_environ()))
+        header_drip = getattr(fake._per_request, "header_drip", 0.0)
+        if header_drip:
+            self._drip_everything(response, header_drip)
+            return
         try:
             self.send_response(response.status_code)
             for name, value in response.headers.items():
@@ -114,6 +124,20 @@ class _Handler(WSGIRequestHandler):
                 self.wfile.flush()
         except (TimeoutError, ConnectionError):
             self.close_connection = True
+
+    def _drip_everything(self, response: Response, interval: float) -> None:
+        head = [f"HTTP/1.1 {response.status}"]
+        head += [f"{name}: {value}" for name, value in response.headers.items()]
+        data = ("\r\n".join(head) + "\r\nConnection: close\r\n\r\n").encode()
+        data += response.get_data()
+        self.close_connection = True
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except (TimeoutError, ConnectionError, OSError):
+            pass  # the client gave up, as it should
 
 
 class _Server(ThreadedWSGIServer):
@@ -140,6 +164,8 @@ class FakeToucan:
         failure_rate: float = 0.0,
         failure_status: int = 503,
         seed: int | None = None,
+        compress: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key or "fake-" + secrets.token_urlsafe(16)
         self.expires_in = expires_in
@@ -150,6 +176,10 @@ class FakeToucan:
         self.failure_rate = failure_rate
         self.failure_status = failure_status
         self.random = random.Random(seed)
+        #: "gzip" or "deflate": JSON answers are sent compressed, as a CDN would.
+        self.compress = compress
+        self.ssl_context = ssl_context
+        self._per_request = threading.local()  # the answer being sent by this thread
         self.requests: list[RecordedRequest] = []
         self.connections = 0
         self.tokens_issued: list[str] = []
@@ -163,7 +193,7 @@ class FakeToucan:
     def start(self) -> FakeToucan:
         if self._server is not None:
             return self
-        server = _Server(self.host, 0, _no_wsgi_app, handler=_Handler)
+        server = _Server(self.host, 0, _no_wsgi_app, handler=_Handler, ssl_context=self.ssl_context)
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
@@ -202,7 +232,8 @@ class FakeToucan:
     @property
     def url(self) -> str:
         """Base URL, to use as ``TOUCAN_BASE_URL``."""
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def __repr__(self) -> str:
         where = self.url if self._server is not None else "stopped"
@@ -265,6 +296,9 @@ class FakeToucan:
                 status=response.status_code,
                 minted=failure is None and response.status_code == 200,
             )
+        self._per_request.header_drip = failure.header_drip if failure is not None else 0.0
+        if self.compress and response.mimetype == "application/json":
+            response = _compressed(response, self.compress)
         if failure is not None and failure.drip:
             return self._drip(response, failure.drip)
         return response
@@ -322,6 +356,22 @@ class FakeToucan:
         if failure.retry_after is not None:
             response.headers["Retry-After"] = str(failure.retry_after)
         return response
+
+
+def _compressed(response: Response, encoding: str) -> Response:
+    data = response.get_data()
+    if encoding == "gzip":
+        packed = gzip.compress(data)
+    elif encoding == "deflate":
+        packed = zlib.compress(data)
+    else:
+        raise ValueError(f"unknown compression {encoding!r}")
+    out = Response(packed, status=response.status_code, content_type=response.content_type)
+    for name, value in response.headers.items():
+        if name.lower() not in ("content-length", "content-type"):
+            out.headers[name] = value
+    out.headers["Content-Encoding"] = encoding
+    return out
 
 
 def _no_wsgi_app(environ: Any, start_response: Any) -> Any:

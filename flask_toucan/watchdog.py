@@ -58,15 +58,24 @@ class Watchdog:
         finally:
             with self._cond:
                 self._mints.pop(threading.get_ident(), None)
+            for dup in mint.sockets:
+                dup.close()
 
     def watch(self, sock: socket.socket) -> None:
         """Called by the connections below for every socket a guarded request uses."""
         with self._cond:
             mint = self._mints.get(threading.get_ident())
-            if mint is not None:
-                mint.sockets.append(sock)
-                if mint.expired:
-                    _shut(sock)
+            if mint is None:
+                return
+            # A duplicate of the descriptor: TLS wrapping detaches the original socket
+            # object, and shutting down any descriptor of a socket ends it for all.
+            try:
+                dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            except OSError:
+                return
+            mint.sockets.append(dup)
+            if mint.expired:
+                _shut(dup)
 
     def _ensure_thread(self) -> None:
         # Threads do not survive a fork: each gunicorn worker starts its own.
