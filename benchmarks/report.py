@@ -95,6 +95,10 @@ def write_markdown(results: Results, out: Path, command: str, plot_name: str) ->
         "| calls per user per lifetime across 4 workers = 1 (Redis, Sentinel, Cluster) | "
         f"{', '.join(str(row['per_lifetime']) for row in shared)} | "
         f"{verdict(all(row['per_lifetime'] == 1 for row in shared))} |",
+        "| 5-minute tokens: Toucan calls per user in the first lifetime = 1 | "
+        f"{r.short_tokens.get('mints_first_lifetime')} (an hour of views every 10 s: "
+        f"{r.short_tokens.get('mints_per_hour')} calls for {r.short_tokens.get('views')} views) | "
+        f"{verdict(r.short_tokens.get('mints_first_lifetime') == 1)} |",
         f"| TCP connections per 100 mints = 1 | {conn} | {verdict(conn == 1)} |",
         f"| attribute builder: Markup.format page time ÷ ours > 1 (keep ours only if it pays) | "
         f"{builder:.3f} | {verdict(builder > 1)} |",

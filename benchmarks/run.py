@@ -75,6 +75,7 @@ class Results:
     markup: dict[str, float] = field(default_factory=dict)
     tail: dict[str, dict[str, float]] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
+    short_tokens: dict[str, int] = field(default_factory=dict)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -322,6 +323,33 @@ def bench_tail(results: Results, bar: tqdm) -> None:
     bar.update(1)
 
 
+def bench_short_tokens(results: Results, bar: tqdm) -> None:
+    """5-minute tokens: Toucan calls for one user viewing every 10 s for an hour (moved clock)."""
+    from flask_toucan import tokens
+
+    moved = [time.time()]
+    real_clock = tokens._clock
+    tokens._clock = lambda: moved[0]
+    try:
+        with fake_toucan(0.0, expires_in="5m") as fake:
+            app = create_app(env_for(fake, BENCH_REFRESH_AHEAD="0"))
+            client = app.test_client()
+            first_lifetime = 0
+            for view in range(360):
+                assert client.get("/page").status_code == 200
+                if view == 29:  # the first 300 s
+                    first_lifetime = len(fake.mints)
+                moved[0] += 10
+            results.short_tokens = {
+                "views": 360,
+                "mints_first_lifetime": first_lifetime,
+                "mints_per_hour": len(fake.mints),
+            }
+    finally:
+        tokens._clock = real_clock
+    bar.update(1)
+
+
 # -- 3. stampede -------------------------------------------------------------
 
 
@@ -426,7 +454,7 @@ def bench_growth(results: Results, bar: tqdm) -> None:
                     user = ToucanUser(f"user-{filled}", attributes={"tenant": f"t-{filled}"})
                     state.cache.get_or_mint(
                         state.key_for(user),
-                        lambda: EmbedToken.from_lifetime("tok", 3600, time.time()),
+                        lambda _deadline: EmbedToken.from_lifetime("tok", 3600, time.time()),
                     )
                     filled += 1
                 toucan.get_token(warm)
@@ -479,7 +507,7 @@ def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
 
 def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
     results = Results(latency=latency, sizes=sizes)
-    steps = 7 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    steps = 8 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
     redis = RedisServer().start()
     try:
         with tqdm(total=steps, desc="benchmarks", unit="step") as bar:
@@ -487,6 +515,7 @@ def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
             bench_hotpath(results, redis, bar)
             bench_naive_vs_ours(results, bar)
             bench_tail(results, bar)
+            bench_short_tokens(results, bar)
             bench_stampede(results, redis, bar)
             bench_growth(results, bar)
             bench_rollover(results, redis, bar)

@@ -20,6 +20,7 @@ RESERVED = frozenset(
         "dashboard-id",
         "chart-id",
         "data-toucan-expires-at",
+        "data-toucan-lifetime",
         "data-toucan-variant",
     }
 )
@@ -64,6 +65,8 @@ def component_html(
     attrs["server-url"] = server_url
     # Tokens are opaque, so the refresh controller learns the expiry from here.
     attrs["data-toucan-expires-at"] = epoch(token.expires_at_epoch)
+    # ...and its lifetime, for the serving margin min(TOUCAN_MIN_TOKEN_TTL, lifetime / 4).
+    attrs["data-toucan-lifetime"] = None if token.lifetime is None else round(token.lifetime)
     for key, value in extra.items():
         name = attribute_name(key)
         if name in RESERVED:

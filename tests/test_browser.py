@@ -23,8 +23,10 @@ from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import API_KEY
 
-LIFETIME = 6  # seconds of life of each token
-MARGIN = 3  # TOUCAN_MIN_TOKEN_TTL: renew in the last 3 s
+LIFETIME = 8  # seconds of life of each token
+# TOUCAN_MIN_TOKEN_TTL: with lifetime / 4 = 2 as well, the serving margin is 2 s, and the
+# controller renews in the last 1.5 to 1.9 s.
+MARGIN = 2
 
 PAGE = """<!doctype html><html><head><title>t</title>{{ toucan_script() }}</head>
 <body><main id="main">{{ toucan_dashboard('sales', id='dash') }}

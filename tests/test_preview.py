@@ -62,15 +62,21 @@ def test_preview_opens_no_socket_and_starts_no_thread(
     demo: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = demo.test_client()
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     opened: list[tuple[Any, ...]] = []
+    started: list[str] = []
 
     class NoSocket(socket.socket):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             opened.append(args)
             raise AssertionError("preview mode opened a socket")
 
+    def no_thread(self: threading.Thread) -> None:
+        started.append(self.name)
+        raise AssertionError("preview mode started a thread")
+
     monkeypatch.setattr(socket, "socket", NoSocket)
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
     for user in ("alice", "bob", "chen", "alice"):
         client.post("/switch", data={"user": user})
         page = client.get("/")
@@ -87,5 +93,6 @@ def test_preview_opens_no_socket_and_starts_no_thread(
     with demo.app_context():
         demo.extensions["toucan"].toucan.get_token({"distinct_id": "x"}, force=True)
     assert opened == []
-    assert threading.active_count() == threads_before
+    assert started == []
+    assert set(threading.enumerate()) <= threads_before
     assert demo.extensions["toucan"].minter().minted == 4  # alice, bob, chen, x

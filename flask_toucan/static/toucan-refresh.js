@@ -20,9 +20,11 @@ const REVOKED = new Set(["access_revoked", "variant_expired", "variant_invalid"]
 function start(script) {
   const endpoint = script.dataset.toucanRefresh;
   const strategy = script.dataset.strategy === "remount" ? "remount" : "attribute";
-  // The server reuses a cached token while it has more than this many seconds
-  // left, so renewing later than that is what yields a new token.
+  // The server reuses a cached token while it has more than min(margin, lifetime / 4)
+  // seconds left (flask_toucan.tokens.serving_margin), so renewing later than that is
+  // what yields a new token.
   const marginMs = Math.max(0, Number(script.dataset.margin) || 0) * 1000;
+  const MARGIN_SHARE = 0.25;
   const serverNow = Number(script.dataset.serverNow);
   const skewMs = Number.isFinite(serverNow) ? serverNow * 1000 - Date.now() : 0;
 
@@ -68,7 +70,8 @@ function start(script) {
 
   function leadMs(group) {
     const life = group.lifetimeMs || Math.max(0, group.expiresAt - Date.now());
-    return Math.min(marginMs || life / 2, life / 2);
+    const share = life * MARGIN_SHARE;
+    return marginMs ? Math.min(marginMs, share) : share;
   }
 
   function schedule(group, delayMs) {
@@ -92,10 +95,11 @@ function start(script) {
     const key = variantOf(el);
     const token = el.getAttribute("auth-token");
     const expiresAt = toClient(Number(el.getAttribute("data-toucan-expires-at")));
+    const lifetimeMs = Math.max(0, Number(el.getAttribute("data-toucan-lifetime")) || 0) * 1000;
     let group = groups.get(key);
     if (!group) {
       if (!token || !Number.isFinite(expiresAt)) return;
-      group = { key, token, expiresAt, lifetimeMs: 0, failures: 0, timer: null, dueAt: 0 };
+      group = { key, token, expiresAt, lifetimeMs, failures: 0, timer: null, dueAt: 0 };
       groups.set(key, group);
       schedule(group);
       return;
