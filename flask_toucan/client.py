@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -33,11 +34,12 @@ from urllib3.util.retry import Retry
 from .errors import (
     ToucanAPIError,
     ToucanAuthError,
+    ToucanConfigError,
     ToucanRateLimited,
     ToucanResponseError,
     ToucanUnavailable,
 )
-from .identity import ToucanUser
+from .identity import ToucanUser, key_fingerprint
 from .settings import DEFAULTS
 from .tokens import EmbedToken, now, parse_expires_in
 from .watchdog import WATCHDOG, WatchedHTTPConnection, WatchedHTTPSConnection
@@ -166,8 +168,9 @@ class TokenClient:
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | Callable[[], str],
         *,
+        api_key_ttl: float = DEFAULTS["TOUCAN_API_KEY_TTL"],
         token_path: str = DEFAULTS["TOUCAN_TOKEN_PATH"],
         timeout: tuple[float, float] = DEFAULTS["TOUCAN_TIMEOUT"],
         max_retries: int = DEFAULTS["TOUCAN_MAX_RETRIES"],
@@ -181,7 +184,7 @@ class TokenClient:
     ) -> None:
         self.url = base_url.rstrip("/") + "/" + token_path.lstrip("/")
         self.host = urlsplit(self.url).netloc
-        self._api_key = api_key
+        self.key = ApiKey(api_key, api_key_ttl)
         self.timeout = timeout
         self.max_retries = max_retries
         self.deadline = default_deadline(timeout, max_retries) if deadline is None else deadline
@@ -220,19 +223,29 @@ class TokenClient:
     def close(self) -> None:
         self.session.close()
 
+    def key_fingerprint(self) -> str:
+        return self.key.fingerprint()
+
     def mint(self, user: ToucanUser, *, deadline: float | None = None) -> EmbedToken:
-        """Ask Toucan for a token for ``user``, within ``deadline`` (monotonic) at the latest."""
+        """Ask Toucan for a token for ``user``, within ``deadline`` (monotonic) at the latest.
+
+        With a callable TOUCAN_API_KEY, a 401/403 calls it again at once and, if the
+        key changed (a rotation), retries once with the new one.
+        """
         body = json.dumps(user.to_payload(), separators=(",", ":")).encode()
         ends = time.monotonic() + self.deadline
         ends = ends if deadline is None else min(ends, deadline)
         # Expiry counts from before the request left, so it is never later than true.
         sent_at = now()
-        _current.deadline = ends
-        try:
-            with WATCHDOG.guard(ends) as guard:
-                status, headers, raw = self._post(body, ends, lambda: guard.expired)
-        finally:
-            _current.deadline = None
+        key = self.key.get()
+        status, headers, raw = self._attempt(body, key, ends)
+        if status in (401, 403) and self.key.rotates:
+            fresh = self.key.get(fresh=True)
+            if fresh != key and time.monotonic() < ends:
+                self._log_failure(status, raw, headers.get("Content-Type", ""))
+                logger.warning("Toucan refused the API key; retrying once with a newly fetched key")
+                sent_at = now()
+                status, headers, raw = self._attempt(body, fresh, ends)
         _check_clock(headers.get("Date"), sent_at, self.host)
         content_type = headers.get("Content-Type", "")
         if 200 <= status < 300:
@@ -273,12 +286,20 @@ class TokenClient:
             f"{where} rejected the token request ({status})", upstream_status=status
         )
 
-    def _post(self, body: bytes, ends: float, late: Any) -> tuple[int, Any, bytes]:
+    def _attempt(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
+        _current.deadline = ends
+        try:
+            with WATCHDOG.guard(ends) as guard:
+                return self._post(body, key, ends, lambda: guard.expired)
+        finally:
+            _current.deadline = None
+
+    def _post(self, body: bytes, key: str, ends: float, late: Any) -> tuple[int, Any, bytes]:
         try:
             response = self.session.post(
                 self.url,
                 data=body,
-                headers={"x-api-key": self._api_key},
+                headers={"x-api-key": key},
                 timeout=self.timeout,
                 allow_redirects=False,
                 stream=True,
@@ -375,8 +396,69 @@ class TokenClient:
     def _scrub(self, value: object) -> str | None:
         if value is None:
             return None
-        text = str(value).replace(self._api_key, "<api-key>")
+        text = str(value)
+        for key in self.key.known():
+            text = text.replace(key, "<api-key>")
         return text if len(text) <= LOGGED_BODY_CHARS else text[:LOGGED_BODY_CHARS] + "..."
+
+
+class ApiKey:
+    """The API key: a string, or a zero-argument callable (a secret manager) whose value
+    is reused for ``ttl`` seconds. Its value is never logged, and neither is its repr."""
+
+    def __init__(self, source: str | Callable[[], str], ttl: float) -> None:
+        self._source = source
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._value: str | None = source if isinstance(source, str) else None
+        self._previous: str | None = None
+        self._fetched = -float("inf")
+        self._fingerprint = key_fingerprint(source) if isinstance(source, str) else ""
+
+    @property
+    def rotates(self) -> bool:
+        return not isinstance(self._source, str)
+
+    def get(self, *, fresh: bool = False) -> str:
+        if isinstance(self._source, str):
+            return self._source
+        with self._lock:
+            stale = time.monotonic() - self._fetched >= self._ttl
+            if fresh or stale or self._value is None:
+                value = self._call(self._source)
+                if value != self._value:
+                    self._previous, self._value = self._value, value
+                    self._fingerprint = key_fingerprint(value)
+                self._fetched = time.monotonic()
+            assert self._value is not None
+            return self._value
+
+    def fingerprint(self) -> str:
+        """A one-way tag of the current key, for cache keys (tokens of a rotated key differ)."""
+        self.get()
+        return self._fingerprint
+
+    def known(self) -> list[str]:
+        """The key values seen, to scrub from anything logged."""
+        return [k for k in (self._value, self._previous) if k]
+
+    @staticmethod
+    def _call(source: Callable[[], str]) -> str:
+        try:
+            value = source()
+        except Exception as exc:
+            raise ToucanConfigError(
+                f"the TOUCAN_API_KEY callable raised {type(exc).__name__}; "
+                "check the secret manager it reads"
+            ) from None
+        if not isinstance(value, str) or not value.strip() or "\n" in value:
+            raise ToucanConfigError(
+                "the TOUCAN_API_KEY callable must return a non-empty one-line string"
+            )
+        return value
+
+    def __repr__(self) -> str:
+        return "ApiKey(<hidden>)"
 
 
 def default_deadline(timeout: tuple[float, float], max_retries: int) -> float:

@@ -17,15 +17,16 @@ from . import markup
 from .backends import backend_for
 from .cli import toucan_cli
 from .errors import (
+    InvalidToucanUser,
     InvalidVariant,
     ToucanAPIError,
     ToucanConfigError,
     ToucanForbidden,
     ToucanUserRequired,
 )
-from .identity import ToucanUser
+from .identity import ToucanUser, check_required
 from .settings import apply_defaults, read_settings
-from .state import AppState, RequestState
+from .state import _UNSET, AppState, RequestState
 from .tokens import EmbedToken, now
 from .variants import TokenVariants, Variant, VariantRegistry
 from .views import create_blueprint, csp_nonce, no_store_when_token_sent, placeholder
@@ -185,8 +186,9 @@ class Toucan:
                     "is minted, and the response marked private, before streaming starts"
                 )
             rs.no_store = True  # a token goes out with this response
-        minter = state.minter()
-        key = state.key_for(user)
+        check_required(user, state.settings.required_attributes)  # fail closed, before any call
+        minter = state.minter(user.instance)
+        key = state.key_for(user, minter)
         return state.cache.get_or_mint(
             key, lambda deadline: minter.mint(user, deadline=deadline), force=force
         )
@@ -213,14 +215,25 @@ class Toucan:
                     user = rs.variant[0].apply(rs.variant[1])
                 else:
                     user = self._require_user(rs)
+                rs.instance = self._same_instance(rs, user.instance)
                 rs.token = self._token(rs, rs.app, user)
-            except ToucanAPIError as exc:
+            except (ToucanAPIError, InvalidToucanUser) as exc:
                 if rs.app.settings.on_error != "placeholder":
                     raise
                 logger.warning("Toucan token unavailable, rendering placeholders: %s", exc)
                 rs.error = exc
                 rs.no_store = True
         return rs.token
+
+    @staticmethod
+    def _same_instance(rs: RequestState, instance: str | None) -> str | None:
+        """One Toucan instance per page: its script and every component must agree."""
+        if rs.instance is not _UNSET and rs.instance != instance:
+            raise ToucanConfigError(
+                f"this page mixes Toucan instances {rs.instance!r} and {instance!r}: one "
+                "page loads one instance's script; render each instance on its own page"
+            )
+        return instance
 
     @overload
     def inject_token(self, view: Callable[P, R]) -> Callable[P, R]: ...
@@ -320,12 +333,22 @@ class Toucan:
         return token
 
     def script(self, **attrs: object) -> Markup:
-        """``toucan_script()``: the web-components module (and the refresh controller)."""
-        s = self._state().settings
+        """``toucan_script()``: the web-components module (and the refresh controller).
+
+        With TOUCAN_INSTANCES, the module of the current user's instance.
+        """
+        rs = self._request()
+        state = rs.app if rs is not None else self._state()
+        s = state.settings
+        instance = None
+        if s.instances and rs is not None:
+            user = self._user(rs)
+            instance = self._same_instance(rs, user.instance if user else None)
+            rs.instance = instance
         nonce = csp_nonce()
         src = flask_url_for("toucan.static", filename="toucan-preview.js") if s.preview else None
         extra = {markup.attribute_name(k): v for k, v in attrs.items()}
-        html = markup.script_html(src or s.script_url, nonce, extra)
+        html = markup.script_html(src or state.instance(instance).script_url, nonce, extra)
         if s.refresh:
             html += markup.script_html(
                 flask_url_for("toucan.static", filename="toucan-refresh.js"),
@@ -361,4 +384,5 @@ class Toucan:
         if rs.variant is not None and rs.app.settings.refresh:
             reference = rs.app.variants.sign(rs.variant[0], rs.variant[1])
             fixed = {**fixed, "data-toucan-variant": reference}
-        return markup.component_html(tag, token, rs.app.settings.server_url, fixed, attrs)
+        server_url = rs.app.instance(rs.instance if rs.instance is not _UNSET else None).server_url
+        return markup.component_html(tag, token, server_url, fixed, attrs)

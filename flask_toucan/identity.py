@@ -17,7 +17,14 @@ from typing import Any
 
 from .errors import InvalidToucanUser
 
-__all__ = ["MAX_DEPTH", "MAX_USER_JSON", "ToucanUser", "cache_key", "key_fingerprint"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_USER_JSON",
+    "ToucanUser",
+    "cache_key",
+    "check_required",
+    "key_fingerprint",
+]
 
 #: Upper bound on a user's JSON (attributes + permissions). Far above any real set of
 #: RLS attributes, low enough that a loader bug cannot send megabytes to Toucan.
@@ -97,6 +104,8 @@ class ToucanUser:
     role: str = DEFAULT_ROLE
     attributes: Mapping[str, JSONValue] = field(default_factory=dict)
     permissions: Mapping[str, JSONValue] | None = None
+    #: A name in TOUCAN_INSTANCES (None: the top-level TOUCAN_BASE_URL / TOUCAN_API_KEY).
+    instance: str | None = None
     # The request body, as canonical JSON: computed once, used for the size
     # check, equality and the cache key.
     canonical: str = field(init=False, repr=False, compare=False)
@@ -135,6 +144,15 @@ class ToucanUser:
         }
         if self.permissions is not None:
             body["permissions"] = self.permissions
+        if self.instance is not None:
+            if not isinstance(self.instance, str) or not self.instance.strip():
+                raise InvalidToucanUser(
+                    "ToucanUser.instance must be a name in TOUCAN_INSTANCES or None, got "
+                    + _describe(self.instance)
+                )
+            _text(self.instance, "ToucanUser.instance")
+            # Part of the identity (the cache key), not of the request body.
+            body["instance"] = self.instance
         canonical = _canonical_json(body)
         if len(canonical) > MAX_USER_JSON:
             raise InvalidToucanUser(
@@ -150,12 +168,12 @@ class ToucanUser:
         if isinstance(value, ToucanUser):
             return value
         if isinstance(value, Mapping):
-            known = {"distinct_id", "distinctId", "role", "attributes", "permissions"}
+            known = {"distinct_id", "distinctId", "role", "attributes", "permissions", "instance"}
             unknown = sorted(str(k) for k in value if k not in known)
             if unknown:
                 raise InvalidToucanUser(
                     f"unknown user field(s) {', '.join(unknown)}; expected distinct_id "
-                    "(or distinctId), role, attributes, permissions"
+                    "(or distinctId), role, attributes, permissions, instance"
                 )
             if "distinct_id" in value and "distinctId" in value:
                 raise InvalidToucanUser("give distinct_id or distinctId, not both")
@@ -169,6 +187,7 @@ class ToucanUser:
                 role=default_role if role is None else role,
                 attributes={} if attributes is None else attributes,
                 permissions=value.get("permissions"),
+                instance=value.get("instance"),
             )
         raise InvalidToucanUser(
             "a Toucan user must be a ToucanUser, a mapping with its fields, or None; "
@@ -180,7 +199,7 @@ class ToucanUser:
         return dataclasses.replace(self, **changes)
 
     def to_payload(self) -> dict[str, Any]:
-        """The JSON body of a token request for this user."""
+        """The JSON body of a token request for this user (the instance is not in it)."""
         body: dict[str, Any] = {
             "user": {
                 "distinctId": self.distinct_id,
@@ -222,3 +241,34 @@ def cache_key(prefix: str, base_url: str, api_key_fingerprint: str, user: Toucan
     # fingerprint have none), so the joined string is unambiguous.
     material = "\n".join((base_url.rstrip("/"), api_key_fingerprint, user.canonical))
     return prefix + hashlib.sha256(material.encode()).hexdigest()
+
+
+#: The types TOUCAN_REQUIRED_ATTRIBUTES may name.
+ATTRIBUTE_TYPES: tuple[type, ...] = (str, int, float, bool)
+
+
+def check_required(user: ToucanUser, required: Mapping[str, tuple[type, ...]]) -> None:
+    """Fail closed: InvalidToucanUser unless ``user`` carries every required attribute.
+
+    ``required`` maps a name to the accepted types (empty: any value but None). A
+    bool is not an int here, and an int is not a float: RLS rules compare exactly.
+    """
+    for name, types in required.items():
+        value = user.attributes.get(name)
+        if name not in user.attributes or value is None:
+            raise InvalidToucanUser(
+                f"user {user.distinct_id!r} has no {name!r} attribute"
+                + (" (or it is None)" if name in user.attributes else "")
+                + ", which TOUCAN_REQUIRED_ATTRIBUTES requires"
+                + (f" ({_type_names(types)})" if types else "")
+            )
+        if types and type(value) not in types:
+            raise InvalidToucanUser(
+                f"user {user.distinct_id!r} has a {name!r} attribute of type "
+                f"{type(value).__name__}; TOUCAN_REQUIRED_ATTRIBUTES requires "
+                f"{_type_names(types)}"
+            )
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in types)

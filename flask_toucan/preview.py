@@ -19,7 +19,9 @@ from .tokens import EmbedToken, now
 __all__ = ["PreviewMinter", "decode_fake_token", "encode_fake_token"]
 
 
-def encode_fake_token(payload: dict[str, Any], lifetime: int, issued_at: float) -> str:
+def encode_fake_token(
+    payload: dict[str, Any], lifetime: int, issued_at: float, instance: str | None = None
+) -> str:
     """A readable stand-in token for the identity in a token-request ``payload``."""
     user = payload["user"]
     claims = {
@@ -30,6 +32,8 @@ def encode_fake_token(payload: dict[str, Any], lifetime: int, issued_at: float) 
         "iat": int(issued_at),
         "exp": int(issued_at) + lifetime,
     }
+    if instance is not None:
+        claims["instance"] = instance
     encoded = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
     return f"fake.{encoded.decode().rstrip('=')}.{secrets.token_urlsafe(12)}"
 
@@ -49,16 +53,20 @@ def decode_fake_token(token: str) -> dict[str, Any]:
 class PreviewMinter:
     """Mints preview tokens of ``lifetime`` seconds for any user, instantly and offline."""
 
-    def __init__(self, lifetime: int) -> None:
+    def __init__(self, lifetime: int, instance: str | None = None) -> None:
         self.lifetime = lifetime
+        self.instance = instance
         #: How many tokens were minted (the preview has no server to count them).
         self.minted = 0
 
     def mint(self, user: ToucanUser, *, deadline: float | None = None) -> EmbedToken:
         issued_at = now()
-        value = encode_fake_token(user.to_payload(), self.lifetime, issued_at)
+        value = encode_fake_token(user.to_payload(), self.lifetime, issued_at, self.instance)
         self.minted += 1
         return EmbedToken.from_lifetime(value, self.lifetime, issued_at)
+
+    def key_fingerprint(self) -> str:
+        return "preview"
 
     def __repr__(self) -> str:
         return f"PreviewMinter(lifetime={self.lifetime})"

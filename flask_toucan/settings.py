@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ToucanConfigError
-from .identity import DEFAULT_ROLE
+from .identity import ATTRIBUTE_TYPES, DEFAULT_ROLE
 from .tokens import MAX_LIFETIME
 
 __all__ = ["KEYS", "Key", "Settings", "apply_defaults", "read_settings", "redact"]
@@ -84,6 +84,14 @@ KEYS: tuple[Key, ...] = (
     Key("TOUCAN_FRONT_CACHE_TTL", 30, "seconds a front-cache entry may live (0 = off)"),
     Key("TOUCAN_TRUSTED_ORIGINS", (), "extra origins (https://host[:port]) the refresh endpoint "
         "accepts, e.g. a sibling subdomain"),
+    Key("TOUCAN_INSTANCES", {}, "name -> {'BASE_URL', 'API_KEY', optional 'TOKEN_PATH', "
+        "'SERVER_URL', 'SCRIPT_URL'}; ToucanUser(instance=name) selects one"),
+    Key("TOUCAN_API_KEY_TTL", 300, "seconds a key returned by a callable TOUCAN_API_KEY "
+        "is reused (it is called again at once after a 401/403)"),
+    Key("TOUCAN_REQUIRED_ATTRIBUTES", None, "attribute names, or a dict name -> type(s), "
+        "every user must carry: no token otherwise (fail closed)"),
+    Key("TOUCAN_PREFETCH_ON_LOGIN", False, "mint in the background on Flask-Login's "
+        "user_logged_in, so the first analytics view finds the token ready"),
     Key("TOUCAN_ON_ERROR", "raise", "raise: a failed mint is a 502/503 page; placeholder: "
         "the page renders, each component becomes toucan/unavailable.html"),
 )  # fmt: skip
@@ -95,7 +103,7 @@ DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS if k.default is not 
 class Settings:
     """The checked config of one app, frozen at ``init_app``. Fields: the keys, lower case."""
 
-    api_key: str | None
+    api_key: ApiKey | None
     base_url: str
     token_path: str
     server_url: str
@@ -122,7 +130,23 @@ class Settings:
     front_cache_size: int
     front_cache_ttl: float
     trusted_origins: frozenset[str]
+    instances: dict[str, Instance]
+    api_key_ttl: int
+    required_attributes: dict[str, tuple[type, ...]]
+    prefetch_on_login: bool
     on_error: str
+
+    @property
+    def default_instance(self) -> Instance:
+        """The top-level TOUCAN_BASE_URL / TOUCAN_API_KEY / ... as an instance."""
+        return Instance(
+            None,
+            self.base_url,
+            self.api_key,
+            self.token_path,
+            self.server_url,
+            self.script_url,
+        )
 
     def as_config(self) -> dict[str, Any]:
         """``{"TOUCAN_...": value}`` with secrets redacted, for display."""
@@ -145,6 +169,16 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*)
 def redact(value: Any) -> Any:
     """``value`` for display: entries of a mapping named like a secret hidden, and
     passwords in URLs (``redis://:pw@``, ``rediss://user:pw@``) masked."""
+    if isinstance(value, Instance):
+        value = {
+            "BASE_URL": value.base_url,
+            "API_KEY": value.api_key,
+            "TOKEN_PATH": value.token_path,
+            "SERVER_URL": value.server_url,
+            "SCRIPT_URL": value.script_url,
+        }
+    if callable(value) and not isinstance(value, type):
+        return "<callable>"
     if isinstance(value, Mapping):
         return {
             k: "<hidden>" if _SECRET_NAME.search(str(k)) and v else redact(v)
@@ -234,8 +268,13 @@ def _timeout(config: Mapping[str, Any], key: str) -> tuple[float, float]:
     return float(parts[0]), float(parts[1])
 
 
-def _api_key(config: Mapping[str, Any], key: str) -> str | None:
+ApiKey = str | Callable[[], str]
+
+
+def _api_key(config: Mapping[str, Any], key: str) -> ApiKey | None:
     api_key = config.get(key)
+    if callable(api_key):
+        return api_key  # type: ignore[no-any-return]  # a secret manager's getter, called later
     if _bool(config, "TOUCAN_PREVIEW"):
         return api_key if isinstance(api_key, str) and api_key else None
     if api_key is None or api_key == "":
@@ -245,8 +284,81 @@ def _api_key(config: Mapping[str, Any], key: str) -> str | None:
             "set TOUCAN_PREVIEW = True to try flask_toucan without an account"
         )
     if not isinstance(api_key, str) or not api_key.strip() or "\n" in api_key:
-        raise _fail(key, "must be a non-empty one-line string", api_key)
+        raise _fail(key, "must be a non-empty one-line string or a callable", api_key)
     return api_key
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One Toucan instance: the top-level keys (name None) or an entry of TOUCAN_INSTANCES."""
+
+    name: str | None
+    base_url: str
+    api_key: ApiKey | None = field(repr=False)
+    token_path: str
+    server_url: str
+    script_url: str
+
+
+_INSTANCE_KEYS = {"BASE_URL", "API_KEY", "TOKEN_PATH", "SERVER_URL", "SCRIPT_URL"}
+
+
+def _instances(config: Mapping[str, Any], key: str) -> dict[str, Instance]:
+    value = config.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise _fail(key, "must be a dict of name -> {'BASE_URL': ..., 'API_KEY': ...}", value)
+    out: dict[str, Instance] = {}
+    for name, entry in value.items():
+        where = f"{key}[{name!r}]"
+        if not isinstance(name, str) or not name.strip():
+            raise _fail(key, "must have non-empty string names", name)
+        if not isinstance(entry, Mapping) or not {"BASE_URL", "API_KEY"} <= set(entry):
+            raise _fail(where, "must be a dict with BASE_URL and API_KEY", entry)
+        unknown = set(entry) - _INSTANCE_KEYS
+        if unknown:
+            raise _fail(where, f"has unknown keys {sorted(unknown)}", sorted(unknown))
+        sub = {
+            "TOUCAN_PREVIEW": config.get("TOUCAN_PREVIEW"),
+            "TOUCAN_ALLOW_HTTP": config.get("TOUCAN_ALLOW_HTTP"),
+            "TOUCAN_BASE_URL": entry["BASE_URL"],
+            "TOUCAN_API_KEY": entry["API_KEY"],
+            "TOUCAN_TOKEN_PATH": entry.get("TOKEN_PATH", config.get("TOUCAN_TOKEN_PATH")),
+        }
+        try:
+            base = _base_url(sub, "TOUCAN_BASE_URL")
+            sub["TOUCAN_SERVER_URL"] = entry.get("SERVER_URL", base + "/api")
+            sub["TOUCAN_SCRIPT_URL"] = entry.get("SCRIPT_URL", base + "/embed/embed.js")
+            out[name] = Instance(
+                name,
+                base,
+                _api_key(sub, "TOUCAN_API_KEY"),
+                _string(sub, "TOUCAN_TOKEN_PATH", path=True),
+                _string(sub, "TOUCAN_SERVER_URL", url=True),
+                _string(sub, "TOUCAN_SCRIPT_URL"),
+            )
+        except ToucanConfigError as exc:
+            message = str(exc).replace("TOUCAN_", f"{where}: ", 1)
+            raise ToucanConfigError(message.replace("TOUCAN_API_KEY", "API_KEY")) from None
+    return out
+
+
+_TYPES = {t.__name__: t for t in ATTRIBUTE_TYPES}
+
+
+def _required(config: Mapping[str, Any], key: str) -> dict[str, tuple[type, ...]]:
+    value = config.get(key)
+    if value is None:
+        return {}
+    if isinstance(value, str) or not isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        raise _fail(key, "must be a list of attribute names or a dict name -> type(s)", value)
+    items = value.items() if isinstance(value, Mapping) else ((name, ()) for name in value)
+    out: dict[str, tuple[type, ...]] = {}
+    for name, types in items:
+        kinds = types if isinstance(types, tuple) else (types,)
+        if not isinstance(name, str) or not all(t in ATTRIBUTE_TYPES for t in kinds):
+            raise _fail(key, "names must be strings and types among str, int, float, bool", value)
+        out[name] = kinds
+    return out
 
 
 def _cache_config(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
@@ -345,6 +457,10 @@ _CHECKS: dict[str, Check] = {
     "TOUCAN_FRONT_CACHE_SIZE": lambda c, k: _int(c, k, 0),
     "TOUCAN_FRONT_CACHE_TTL": lambda c, k: _number(c, k, 0),
     "TOUCAN_TRUSTED_ORIGINS": _origins,
+    "TOUCAN_INSTANCES": _instances,
+    "TOUCAN_API_KEY_TTL": lambda c, k: _int(c, k, 0),
+    "TOUCAN_REQUIRED_ATTRIBUTES": _required,
+    "TOUCAN_PREFETCH_ON_LOGIN": _bool,
     "TOUCAN_ON_ERROR": _choice(ON_ERROR),
 }
 

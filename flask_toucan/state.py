@@ -13,14 +13,16 @@ from .backends import FrontCache
 from .cache import TokenCache
 from .client import TokenClient, default_deadline
 from .coordination import leases_for
-from .errors import ToucanAPIError
-from .identity import ToucanUser, cache_key, key_fingerprint
+from .errors import ToucanConfigError
+from .identity import ToucanUser, cache_key
 from .preview import PreviewMinter
-from .settings import Settings
+from .settings import Instance, Settings
 from .tokens import EmbedToken, Minter
 from .variants import TokenVariants, Variant
 
 __all__ = ["AppState", "RequestState"]
+
+_UNSET: Any = object()  # RequestState.instance before the page picked one
 
 
 class AppState:
@@ -38,11 +40,11 @@ class AppState:
         self.variants = variants
         self._backend = backend
         self._cache: TokenCache | None = None
-        self._minter: Minter | None = None
-        self._minter_pid = 0
+        self._minters: dict[str | None, Minter] = {}  # by instance name, in this process
+        self._minters_pid = 0
         self._lock = threading.Lock()
-        self._key_base = "preview:" if settings.preview else settings.base_url
-        self._fingerprint = key_fingerprint(settings.api_key or "preview")
+        self._instances: dict[str | None, Instance] = {None: settings.default_instance}
+        self._instances.update(settings.instances)
 
     @property
     def cache(self) -> TokenCache:
@@ -55,27 +57,50 @@ class AppState:
     def cache(self, value: TokenCache) -> None:
         self._cache = value
 
-    def minter(self) -> Minter:
-        # One per process: a requests.Session made before a gunicorn fork must not be shared.
-        if self._minter is None or self._minter_pid != os.getpid():
+    def instance(self, name: str | None) -> Instance:
+        """The Toucan instance a user's ``instance`` names."""
+        found = self._instances.get(name)
+        if found is None:
+            raise ToucanConfigError(
+                f"the user's instance {name!r} is not in TOUCAN_INSTANCES "
+                f"(known: {sorted(n for n in self._instances if n)})"
+            )
+        return found
+
+    def minter(self, instance: str | None = None) -> Minter:
+        """The minter of an instance, made once per process: a requests.Session made
+        before a gunicorn fork must not be shared."""
+        if self._minters_pid != os.getpid():
             with self._lock:
-                if self._minter is None or self._minter_pid != os.getpid():
-                    self._minter = _make_minter(self.settings)
-                    self._minter_pid = os.getpid()
-        return self._minter
+                if self._minters_pid != os.getpid():
+                    self._minters = {}
+                    self._minters_pid = os.getpid()
+        found = self._minters.get(instance)
+        if found is None:
+            with self._lock:
+                found = self._minters.get(instance)
+                if found is None:
+                    found = _make_minter(self.settings, self.instance(instance))
+                    self._minters[instance] = found
+        return found
 
-    def key_for(self, user: ToucanUser) -> str:
-        return cache_key(self.settings.cache_key_prefix, self._key_base, self._fingerprint, user)
+    def key_for(self, user: ToucanUser, minter: Minter | None = None) -> str:
+        """The cache key of ``user``'s token: instance, current key and whole identity."""
+        inst = self.instance(user.instance)
+        minter = minter or self.minter(user.instance)
+        base = f"preview:{inst.name or ''}" if self.settings.preview else inst.base_url
+        return cache_key(self.settings.cache_key_prefix, base, minter.key_fingerprint(), user)
 
 
-def _make_minter(s: Settings) -> Minter:
+def _make_minter(s: Settings, instance: Instance) -> Minter:
     if s.preview:
-        return PreviewMinter(s.preview_token_lifetime)
-    assert s.api_key is not None
+        return PreviewMinter(s.preview_token_lifetime, instance.name)
+    assert instance.api_key is not None
     return TokenClient(
-        s.base_url,
-        s.api_key,
-        token_path=s.token_path,
+        instance.base_url,
+        instance.api_key,
+        api_key_ttl=s.api_key_ttl,
+        token_path=instance.token_path,
         timeout=s.timeout,
         max_retries=s.max_retries,
         deadline=mint_deadline(s),
@@ -88,14 +113,18 @@ def _make_minter(s: Settings) -> Minter:
 class RequestState:
     """What the extension keeps for one request, in ``g._toucan``."""
 
-    __slots__ = ("app", "error", "loaded", "no_store", "sent", "token", "user", "variant")
+    __slots__ = (
+        "app", "error", "instance", "loaded", "no_store", "sent", "token", "user", "variant"
+    )  # fmt: skip
 
     def __init__(self, app: AppState) -> None:
         self.app = app
         self.loaded = False
         self.user: ToucanUser | None = None
         self.token: EmbedToken | None = None  # the token of this request's components
-        self.error: ToucanAPIError | None = None  # why there is none (placeholder mode)
+        self.error: Exception | None = None  # why there is none (placeholder mode)
+        # The Toucan instance of this page's script and components, once one is rendered.
+        self.instance: Any = _UNSET
         # inject_token(role=...): the variant and the user it applies to (before overrides)
         self.variant: tuple[Variant, ToucanUser] | None = None
         self.no_store = False  # a token went out: Cache-Control private, no-store

@@ -189,3 +189,7 @@ class Minter(Protocol):
     """
 
     def mint(self, user: ToucanUser, *, deadline: float | None = None) -> EmbedToken: ...
+
+    def key_fingerprint(self) -> str:
+        """A one-way tag of the key in use, part of every cache key."""
+        ...

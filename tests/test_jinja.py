@@ -35,7 +35,9 @@ def test_dashboard_has_exactly_the_documented_attributes(app: Flask, fake: FakeT
         "data-theme",
         "style",
         "data-toucan-expires-at",
+        "data-toucan-lifetime",
     }
+    assert attrs["data-toucan-lifetime"] == "3600"
     assert attrs["dashboard-id"] == "sales-42"
     assert attrs["auth-token"] == fake.tokens_issued[0]
     assert attrs["server-url"] == fake.url + "/api"

@@ -39,6 +39,7 @@ identities = st.builds(
     attributes=attributes,
     permissions=st.none()
     | st.dictionaries(st.sampled_from(["ai", "dashboard"]), json_values, max_size=2),
+    instance=st.none() | st.sampled_from(["eu", "us"]),
 )
 
 
@@ -56,7 +57,15 @@ def test_distinct_identities_never_share_a_key(a: ToucanUser, b: ToucanUser) -> 
 
 
 def canonical(user: ToucanUser) -> str:
-    return json.dumps(user.to_payload(), sort_keys=True)
+    # What Toucan receives, and which instance receives it.
+    return json.dumps([user.to_payload(), user.instance], sort_keys=True)
+
+
+@settings(max_examples=200)
+@given(identities)
+def test_the_same_body_on_two_instances_never_shares_a_key(user: ToucanUser) -> None:
+    keys = {key(user.replace(instance=name)) for name in (None, "eu", "us")}
+    assert len(keys) == 3
 
 
 def test_type_distinct_values_are_distinct_identities() -> None:
@@ -82,6 +91,7 @@ def test_attribute_order_never_matters(user: ToucanUser, rnd: Any) -> None:
         role=user.role,
         attributes=shuffled(payload["user"]["attributes"]),
         permissions=shuffled(payload.get("permissions")),
+        instance=user.instance,
     )
     assert key(again) == key(user)
 
@@ -119,7 +129,13 @@ def test_hostile_values_round_trip_through_every_helper(
     for _tag, attrs in elements[:3]:
         for name, value in expected.items():
             assert attrs[name] == value
-        allowed = {"auth-token", "server-url", "data-toucan-expires-at", *expected}
+        allowed = {
+            "auth-token",
+            "server-url",
+            "data-toucan-expires-at",
+            "data-toucan-lifetime",
+            *expected,
+        }
         extra = set(attrs) - allowed - {"dashboard-id", "chart-id"}
         assert not extra, f"unexpected attributes {extra}"
     assert elements[0][1]["dashboard-id"] == ident
