@@ -25,6 +25,7 @@ from .errors import (
     ToucanUserRequired,
 )
 from .identity import ToucanUser, check_required
+from .prefetch import Prefetcher
 from .settings import apply_defaults, read_settings
 from .state import _UNSET, AppState, RequestState
 from .tokens import EmbedToken, now
@@ -78,6 +79,7 @@ class Toucan:
         self._cache = cache
         self._user_loader: UserLoader | None = None
         self.variants = VariantRegistry()
+        self._prefetcher = Prefetcher()
         if app is not None:
             self.init_app(app)
 
@@ -99,6 +101,15 @@ class Toucan:
         app.add_template_global(self.assistant, "toucan_assistant")
         app.add_template_global(_CurrentToken(self), "toucan_token")
         app.after_request(no_store_when_token_sent)
+        if settings.prefetch_on_login:
+            try:
+                from flask_login import user_logged_in  # type: ignore[import-untyped]
+            except ImportError:
+                raise ToucanConfigError(
+                    "TOUCAN_PREFETCH_ON_LOGIN needs Flask-Login (pip install flask-login), "
+                    "or set it to False and call toucan.prefetch() after your own sign-in"
+                ) from None
+            user_logged_in.connect(self._prefetch_on_login, app, weak=False)
 
     def user_loader(self, loader: UserLoader) -> UserLoader:
         """Register the function returning the current user as a ToucanUser (or None)."""
@@ -192,6 +203,49 @@ class Toucan:
         return state.cache.get_or_mint(
             key, lambda deadline: minter.mint(user, deadline=deadline), force=force
         )
+
+    def prefetch(self, user: AnyUser | None = None) -> None:
+        """Mint ``user``'s token (default: the request's) in the background; never raises.
+
+        Free when the token is warm. Goes through the same cache, single-flight and
+        checks (TOUCAN_REQUIRED_ATTRIBUTES) as a page, so the next view finds it.
+        """
+        try:
+            rs = self._request()
+            state = rs.app if rs is not None else self._state()
+            if user is None:
+                resolved = self._require_user(rs)
+            else:
+                resolved = ToucanUser.coerce(user, state.settings.default_role)
+            check_required(resolved, state.settings.required_attributes)
+            minter = state.minter(resolved.instance)
+            key = state.key_for(resolved, minter)
+            if state.cache.get(key) is not None:
+                return  # warm already
+
+            def job() -> EmbedToken:
+                return state.cache.get_or_mint(
+                    key, lambda deadline: minter.mint(resolved, deadline=deadline)
+                )
+
+            if state.settings.preview:
+                job()  # instant in process: no thread in preview mode
+            else:
+                self._prefetcher.submit(job)
+        except Exception as exc:  # a prefetch must never break the caller (a sign-in)
+            logger.warning("prefetching a Toucan token failed: %s", exc)
+
+    def _prefetch_on_login(self, sender: Flask, **extra: Any) -> None:
+        """Flask-Login's ``user_logged_in``: the loader sees the new user now."""
+        if (
+            sender.extensions.get("toucan") is None
+            or sender.extensions["toucan"].toucan is not self
+        ):
+            return
+        rs = self._request()
+        if rs is not None:
+            rs.loaded = False  # the user changed within this request
+        self.prefetch()
 
     def invalidate(self, user: AnyUser) -> None:
         """Forget the cached token of ``user`` (exactly this identity).

@@ -7,9 +7,15 @@ import os
 
 from flask import Flask, jsonify, render_template_string, request
 from flask.typing import ResponseReturnValue
+from flask_login import LoginManager, UserMixin, current_user, login_user
 from werkzeug.wrappers import Response
 
 from flask_toucan import Toucan, ToucanUser
+
+
+class Member(UserMixin):
+    def __init__(self, user_id: str) -> None:
+        self.id = user_id
 
 
 def create_app() -> Flask:
@@ -34,14 +40,25 @@ def create_app() -> Flask:
         TOUCAN_LOCK_TIMEOUT=int(os.environ.get("TEST_LOCK_TIMEOUT", "10")),
         TOUCAN_FRONT_CACHE_TTL=float(os.environ.get("TEST_FRONT_TTL", "30")),
     )
+    app.config.update(
+        SECRET_KEY="gunicorn-tests",
+        TOUCAN_PREFETCH_ON_LOGIN=os.environ.get("TEST_PREFETCH") == "1",
+    )
     toucan = Toucan(app)
+    login = LoginManager(app)
+    login.user_loader(Member)
 
     @toucan.user_loader
     def load() -> ToucanUser | None:
-        user = request.args.get("user")
+        user = current_user.id if current_user.is_authenticated else request.args.get("user")
         if not user:
             return None
         return ToucanUser(user, attributes={"tenant": request.args.get("tenant", "t-" + user)})
+
+    @app.post("/sign-in")
+    def sign_in() -> str:
+        login_user(Member(request.args["user"]))
+        return "welcome"
 
     @app.after_request
     def worker_id(response: Response) -> Response:
