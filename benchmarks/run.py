@@ -44,6 +44,7 @@ class Sizes:
     rollover_lifetime: int = 4
     rollover_seconds: float = 16.0
     later_views: int = 40
+    first_views: int = 60
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -59,6 +60,7 @@ class Sizes:
             rollover_lifetime=3,
             rollover_seconds=5.0,
             later_views=5,
+            first_views=4,
         )
 
 
@@ -76,6 +78,7 @@ class Results:
     tail: dict[str, dict[str, float]] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
     short_tokens: dict[str, int] = field(default_factory=dict)
+    first_view: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -350,6 +353,54 @@ def bench_short_tokens(results: Results, bar: tqdm) -> None:
     bar.update(1)
 
 
+def bench_first_view(results: Results, redis: RedisServer, bar: tqdm) -> None:
+    """The first analytics view after sign-in (gunicorn, 4 workers, Redis)."""
+    s = results.sizes
+    modes = [
+        ("flask_toucan, prefetch on login", "tests.gunicorn_app:create_app()", "1", "/page"),
+        ("flask_toucan, no prefetch", "tests.gunicorn_app:create_app()", "0", "/page"),
+        ("hand-written", "benchmarks.app:create_app()", "0", "/naive"),
+    ]
+    with fake_toucan(results.latency) as fake:
+        for name, app_path, prefetch, path in modes:
+            env = {
+                "TEST_TOUCAN_KEY": API_KEY,
+                "TEST_TOUCAN_URL": fake.url,
+                "TEST_REDIS_URL": redis.url,
+                "TEST_PREFIX": f"first-{uuid.uuid4().hex[:8]}:",
+                "TEST_PREFETCH": prefetch,
+                **env_for(fake, BENCH_REDIS_URL=redis.url),
+            }
+            server = Gunicorn(env, workers=4, threads=4, app=app_path)
+            timings: list[float] = []
+            try:
+                for i in range(s.first_views):
+                    user = f"first-{uuid.uuid4().hex[:8]}-{i}"
+                    session = requests.Session()
+                    if path == "/page":
+                        session.post(server.url + "/sign-in", params={"user": user}, timeout=10)
+                    time.sleep(0.25)  # the redirect after sign-in, and the browser's work
+                    started = time.perf_counter()
+                    view = requests.get(
+                        server.url + path,
+                        params={"user": user},
+                        cookies=session.cookies,
+                        timeout=10,
+                    )
+                    timings.append(time.perf_counter() - started)
+                    assert view.status_code == 200
+            finally:
+                server.stop()
+            waited = sum(t >= results.latency * 0.8 for t in timings)
+            results.first_view[name] = {
+                "views": len(timings),
+                "share_waited": waited / len(timings),
+                "p50_ms": percentile(timings, 50) * 1000,
+                "p99_ms": percentile(timings, 99) * 1000,
+            }
+            bar.update(1)
+
+
 # -- 3. stampede -------------------------------------------------------------
 
 
@@ -507,7 +558,7 @@ def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
 
 def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
     results = Results(latency=latency, sizes=sizes)
-    steps = 8 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    steps = 11 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
     redis = RedisServer().start()
     try:
         with tqdm(total=steps, desc="benchmarks", unit="step") as bar:
@@ -517,6 +568,7 @@ def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
             bench_tail(results, bar)
             bench_short_tokens(results, bar)
             bench_stampede(results, redis, bar)
+            bench_first_view(results, redis, bar)
             bench_growth(results, bar)
             bench_rollover(results, redis, bar)
     finally:
