@@ -8,7 +8,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-from flask import Flask, current_app, g, has_app_context, has_request_context
+from flask import (
+    Flask,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request_finished,
+)
 from flask import url_for as flask_url_for
 from flask_caching import Cache
 from markupsafe import Markup
@@ -25,6 +32,7 @@ from .errors import (
     ToucanUserRequired,
 )
 from .identity import ToucanUser, check_required
+from .pages import merge_frame_ancestors
 from .prefetch import Prefetcher
 from .settings import apply_defaults, read_settings
 from .state import _UNSET, AppState, RequestState
@@ -93,7 +101,11 @@ class Toucan:
         variants = TokenVariants(lambda: app.secret_key)
         backend = backend_for(app, settings, self._cache)
         app.extensions["toucan"] = AppState(self, settings, backend, variants)
-        app.register_blueprint(create_blueprint(settings.url_prefix))
+        app.register_blueprint(
+            create_blueprint(settings.url_prefix, embed_pages=bool(settings.embed_pages))
+        )
+        if settings.embed_pages:
+            request_finished.connect(merge_frame_ancestors, app, weak=False)
         app.cli.add_command(toucan_cli)
         app.add_template_global(self.script, "toucan_script")
         app.add_template_global(self.dashboard, "toucan_dashboard")

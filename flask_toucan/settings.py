@@ -92,6 +92,12 @@ KEYS: tuple[Key, ...] = (
         "every user must carry: no token otherwise (fail closed)"),
     Key("TOUCAN_PREFETCH_ON_LOGIN", False, "mint in the background on Flask-Login's "
         "user_logged_in, so the first analytics view finds the token ready"),
+    Key("TOUCAN_EMBED_PAGES", False, "ready-made embed pages: True (every id), a list of "
+        "dashboard/chart ids, or a callable (kind, item_id) -> bool"),
+    Key("TOUCAN_EMBED_LAYOUT", None, "the app's base template for embed pages (blocks head "
+        "and content); default: a minimal full-viewport layout"),
+    Key("TOUCAN_EMBED_FRAME_ANCESTORS", "'self'", "frame-ancestors sent (merged into any "
+        "Content-Security-Policy) on embed pages"),
     Key("TOUCAN_ON_ERROR", "raise", "raise: a failed mint is a 502/503 page; placeholder: "
         "the page renders, each component becomes toucan/unavailable.html"),
 )  # fmt: skip
@@ -134,6 +140,9 @@ class Settings:
     api_key_ttl: int
     required_attributes: dict[str, tuple[type, ...]]
     prefetch_on_login: bool
+    embed_pages: bool | frozenset[str] | Callable[[str, str | None], bool]
+    embed_layout: str | None
+    embed_frame_ancestors: str
     on_error: str
 
     @property
@@ -427,6 +436,26 @@ def _origins(config: Mapping[str, Any], key: str) -> frozenset[str]:
     return frozenset(origins)
 
 
+def _embed_pages(
+    config: Mapping[str, Any], key: str
+) -> bool | frozenset[str] | Callable[[str, str | None], bool]:
+    value = config.get(key)
+    if isinstance(value, bool) or callable(value):
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(item, str) and item for item in value
+    ):
+        return frozenset(value)
+    raise _fail(key, "must be True, False, a list of ids or a callable (kind, item_id)", value)
+
+
+def _frame_ancestors(config: Mapping[str, Any], key: str) -> str:
+    value = _string(config, key)
+    if any(c in value for c in ";,\r\n"):
+        raise _fail(key, "must be frame-ancestors sources only, such as \"'self'\"", value)
+    return value.strip()
+
+
 Check = Callable[[Mapping[str, Any], str], Any]
 
 _CHECKS: dict[str, Check] = {
@@ -461,6 +490,9 @@ _CHECKS: dict[str, Check] = {
     "TOUCAN_API_KEY_TTL": lambda c, k: _int(c, k, 0),
     "TOUCAN_REQUIRED_ATTRIBUTES": _required,
     "TOUCAN_PREFETCH_ON_LOGIN": _bool,
+    "TOUCAN_EMBED_PAGES": _embed_pages,
+    "TOUCAN_EMBED_LAYOUT": lambda c, k: None if c.get(k) is None else _string(c, k),
+    "TOUCAN_EMBED_FRAME_ANCESTORS": _frame_ancestors,
     "TOUCAN_ON_ERROR": _choice(ON_ERROR),
 }
 

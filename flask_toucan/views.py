@@ -34,6 +34,7 @@ from werkzeug.wrappers import Response
 
 from . import markup
 from .errors import InvalidToucanUser, InvalidVariant, ToucanAPIError, ToucanUserRequired
+from .pages import register_pages
 from .state import RequestState
 
 __all__ = [
@@ -53,7 +54,7 @@ REFRESH_VIEW = "flask_toucan.views.refresh_token"
 _SAME_SITE_FETCH = {"same-origin", "none"}
 
 
-def create_blueprint(url_prefix: str) -> Blueprint:
+def create_blueprint(url_prefix: str, embed_pages: bool = False) -> Blueprint:
     """A fresh blueprint per app, mounted at ``TOUCAN_URL_PREFIX``."""
     bp = Blueprint(
         "toucan",
@@ -64,6 +65,8 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         template_folder="templates",
     )
     bp.add_url_rule("/token", view_func=refresh_token, methods=["POST"])
+    if embed_pages:
+        register_pages(bp)
     # URL value preprocessors run before every before_request function (the app's
     # included) and only for this blueprint's requests: the one place to exempt the
     # refresh endpoint from a CSRFProtect set up after us, at no cost to other views.

@@ -485,3 +485,37 @@ def test_origin_refusal_keeps_the_elements_and_names_the_fix(
     errors = events(page, "toucan:token-error")
     assert errors[-1]["detail"]["code"] == "origin_refused"
     page.context.close()
+
+
+def test_embed_page_in_an_iframe_is_kept_fresh(
+    browser: Browser, serve: Callable[[Flask], LiveServer], short_fake: FakeToucan
+) -> None:
+    app = browser_app(short_fake, TOUCAN_EMBED_PAGES=["sales"])
+
+    @app.get("/help-centre")
+    def help_centre() -> str:
+        return render_template_string(
+            "<!doctype html><h1>Help centre</h1><iframe id=embed style='width:800px;"
+            "height:500px' src=\"{{ url_for('toucan.dashboard_page', dashboard_id='sales',"
+            " theme='dark') }}\"></iframe>"
+        )
+
+    server = serve(app)
+    page = open_page(browser, server.url)
+    page.goto(server.url + "/help-centre")
+    frame = page.frame_locator("#embed")
+    frame.locator("tc-dashboard").wait_for()
+    inner = next(f for f in page.frames if "/toucan/dashboards/sales" in f.url)
+
+    def framed_tokens() -> list[dict[str, Any]]:
+        return list(inner.evaluate("window.toucanPreview ? window.toucanPreview.tokens : []"))
+
+    wait_for(lambda: len(framed_tokens()) >= 1, 10, "a token in the framed dashboard")
+    first = framed_tokens()[0]["token"]
+    assert decode_fake_token(first)["sub"] == "alice"
+    assert inner.evaluate("document.querySelector('tc-dashboard').dataset.theme") == "dark"
+    # The refresh controller runs inside the frame and renews before expiry.
+    wait_for(lambda: len(framed_tokens()) >= 3, 25, "renewals in the frame")
+    assert_replaced_before_expiry(framed_tokens())
+    assert set(app.extensions["refresh_statuses"]) == {200}
+    page.context.close()

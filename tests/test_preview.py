@@ -96,3 +96,16 @@ def test_preview_opens_no_socket_and_starts_no_thread(
     assert started == []
     assert set(threading.enumerate()) <= threads_before
     assert demo.extensions["toucan"].minter().minted == 4  # alice, bob, chen, x
+
+
+def test_demo_links_to_and_frames_an_embed_page(demo: Flask) -> None:
+    client = demo.test_client()
+    page = client.get("/")
+    found = {t: a for t, a in tags(page.text) if t in ("iframe", "a")}
+    assert found["iframe"]["src"] == "/toucan/dashboards/sales-overview?theme=dark"
+    framed = client.get(str(found["iframe"]["src"]))
+    assert framed.status_code == 200
+    (dashboard,) = [a for t, a in tags(framed.text) if t == "tc-dashboard"]
+    assert dashboard["data-theme"] == "dark"
+    assert decode_fake_token(str(dashboard["auth-token"]))["sub"] == "alice"
+    assert client.get("/toucan/dashboards/other").status_code == 404

@@ -47,6 +47,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         TOUCAN_MIN_TOKEN_TTL=int(os.environ.get("DEMO_MIN_TOKEN_TTL", "30")),
         DASHBOARD_ID=os.environ.get("TOUCAN_DASHBOARD_ID", "sales-overview"),
     )
+    # The demo's dashboard also as a ready-made embed page (framed on the index page).
+    app.config.setdefault("TOUCAN_EMBED_PAGES", [app.config["DASHBOARD_ID"]])
     app.config.update(config or {})
     toucan.init_app(app)
 
