@@ -100,14 +100,18 @@ class TokenCache:
 
     def get(self, key: str) -> EmbedToken | None:
         """The cached token for ``key`` if it may still be served (front, then shared)."""
+        return self._lookup(key)[0]
+
+    def _lookup(self, key: str) -> tuple[EmbedToken | None, str]:
+        """The cached token and where it was found: ``front`` or ``shared``."""
         if self.front is not None:
             token = self.front.get(key)
             if token is not None and self.usable(token):
-                return token
+                return token, "front"
         token = self._backend_get(key)
         if token is not None:
             self._front_put(key, token)
-        return token
+        return token, "shared"
 
     def _backend_get(self, key: str) -> EmbedToken | None:
         token = decode_token(self._call("read", lambda: self.backend.get(key)))
@@ -150,26 +154,40 @@ class TokenCache:
 
     # -- minting ------------------------------------------------------------
 
-    def get_or_mint(self, key: str, mint: Mint, *, force: bool = False) -> EmbedToken:
+    def get_or_mint(
+        self,
+        key: str,
+        mint: Mint,
+        *,
+        force: bool = False,
+        served: Callable[[str], None] | None = None,
+    ) -> EmbedToken:
         """A usable token for ``key``: cached, or from one call to ``mint`` across processes.
 
         With ``force`` the cached token is skipped, but a token minted by another
         caller after this call began is accepted as fresh enough. Gives up with
-        ToucanUnavailable after ``deadline`` seconds, waiting included.
+        ToucanUnavailable after ``deadline`` seconds, waiting included. ``served`` is
+        told where the token came from: ``front``, ``shared``, ``minted`` or ``stale``
+        (past its refresh-ahead point, served while it is renewed).
         """
         started = now()
         if not force:
-            token = self.get(key)
+            token, source = self._lookup(key)
             if token is not None:
-                self._maybe_renew_ahead(key, token, mint)
+                if self._maybe_renew_ahead(key, token, mint):
+                    source = "stale"
+                if served is not None:
+                    served(source)
                 return token
         ends = time.monotonic() + self.deadline
         try:
             with self.locks.hold(key, timeout=self.deadline):
-                token = self.get(key)
-                if token is not None and (not force or _issued_after(token, started)):
-                    return token
-                return self._mint_once(key, mint, started if force else None, ends)
+                token, source = self._lookup(key)
+                if token is None or (force and not _issued_after(token, started)):
+                    token, source = self._mint_once(key, mint, started if force else None, ends)
+                if served is not None:
+                    served(source)
+                return token
         except TimeoutError:
             raise ToucanUnavailable(
                 "waited TOUCAN_MINT_DEADLINE for another request's mint of the same token"
@@ -177,13 +195,13 @@ class TokenCache:
 
     def _mint_once(
         self, key: str, mint: Mint, fresh_after: float | None, ends: float
-    ) -> EmbedToken:
+    ) -> tuple[EmbedToken, str]:
         wait_until = min(time.monotonic() + self.lock_wait, ends)
         lease = self._acquire(key)
         while lease is None:
             token = self._wait_for(key, fresh_after, wait_until)
             if token is not None:
-                return token
+                return token, "shared"
             if time.monotonic() >= ends:
                 raise ToucanUnavailable(
                     "waited TOUCAN_MINT_DEADLINE for another process's mint of the same token"
@@ -200,10 +218,10 @@ class TokenCache:
                 # taking the lease: look before minting.
                 token = self._fresh(key, fresh_after)
                 if token is not None:
-                    return token
+                    return token, "shared"
             token = mint(ends)
             self.put(key, token)  # stored before the lease goes, so waiters find it
-            return token
+            return token, "minted"
         finally:
             if lease is not None:
                 self._call("unlock", lease.release)
@@ -248,20 +266,23 @@ class TokenCache:
 
     # -- refresh-ahead ------------------------------------------------------
 
-    def _maybe_renew_ahead(self, key: str, token: EmbedToken, mint: Mint) -> None:
+    def _maybe_renew_ahead(self, key: str, token: EmbedToken, mint: Mint) -> bool:
+        """Renew ``token`` in the background if it is past its refresh-ahead point
+        (True then: it is served stale meanwhile)."""
         if self.refresh_ahead <= 0 or token.issued_at is None:
-            return
+            return False
         issued = token.issued_at.timestamp()
         if now() - issued < (token.expires_at_epoch - issued) * self.refresh_ahead:
-            return
+            return False
         with self._guard:
             if key in self._renewing:
-                return
+                return True
             self._renewing.add(key)
         try:
             self._pool().submit(self._renew, key, token, mint)
         except RuntimeError:  # interpreter shutting down
             self._renewing.discard(key)
+        return True
 
     def _pool(self) -> ThreadPoolExecutor:
         # Threads do not survive a fork: each gunicorn worker makes its own pool.

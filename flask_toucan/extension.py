@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -20,7 +21,7 @@ from flask import url_for as flask_url_for
 from flask_caching import Cache
 from markupsafe import Markup
 
-from . import markup
+from . import markup, signals
 from .backends import backend_for
 from .cli import toucan_cli
 from .errors import (
@@ -31,12 +32,12 @@ from .errors import (
     ToucanForbidden,
     ToucanUserRequired,
 )
-from .identity import ToucanUser, check_required
+from .identity import ToucanUser, check_required, identity_digest
 from .pages import merge_frame_ancestors
 from .prefetch import Prefetcher
 from .settings import apply_defaults, read_settings
 from .state import _UNSET, AppState, RequestState
-from .tokens import EmbedToken, now
+from .tokens import EmbedToken, Minter, now
 from .variants import TokenVariants, Variant, VariantRegistry
 from .views import create_blueprint, csp_nonce, no_store_when_token_sent, placeholder
 
@@ -100,7 +101,7 @@ class Toucan:
         settings = read_settings(app.config)
         variants = TokenVariants(lambda: app.secret_key)
         backend = backend_for(app, settings, self._cache)
-        app.extensions["toucan"] = AppState(self, settings, backend, variants)
+        app.extensions["toucan"] = AppState(self, settings, backend, variants, app)
         app.register_blueprint(
             create_blueprint(settings.url_prefix, embed_pages=bool(settings.embed_pages))
         )
@@ -197,7 +198,12 @@ class Toucan:
         return self._token(rs, state, resolved, force)
 
     def _token(
-        self, rs: RequestState | None, state: AppState, user: ToucanUser, force: bool = False
+        self,
+        rs: RequestState | None,
+        state: AppState,
+        user: ToucanUser,
+        force: bool = False,
+        page: bool = False,
     ) -> EmbedToken:
         if rs is not None:
             if rs.sent and not rs.no_store:
@@ -212,9 +218,20 @@ class Toucan:
         check_required(user, state.settings.required_attributes)  # fail closed, before any call
         minter = state.minter(user.instance)
         key = state.key_for(user, minter)
-        return state.cache.get_or_mint(
-            key, lambda deadline: minter.mint(user, deadline=deadline), force=force
+        if rs is not None and rs.token is not None and rs.token_key == key and not force:
+            _served(state, user, "request")
+            return rs.token
+        token = state.cache.get_or_mint(
+            key,
+            _observed_mint(state, minter, user),
+            force=force,
+            served=(lambda source: _served(state, user, source))
+            if signals.token_served.receivers
+            else None,
         )
+        if page and rs is not None:
+            rs.token, rs.token_key = token, key  # the page's components use this one
+        return token
 
     def prefetch(self, user: AnyUser | None = None) -> None:
         """Mint ``user``'s token (default: the request's) in the background; never raises.
@@ -236,9 +253,7 @@ class Toucan:
                 return  # warm already
 
             def job() -> EmbedToken:
-                return state.cache.get_or_mint(
-                    key, lambda deadline: minter.mint(resolved, deadline=deadline)
-                )
+                return state.cache.get_or_mint(key, _observed_mint(state, minter, resolved))
 
             if state.settings.preview:
                 job()  # instant in process: no thread in preview mode
@@ -282,7 +297,7 @@ class Toucan:
                 else:
                     user = self._require_user(rs)
                 rs.instance = self._same_instance(rs, user.instance)
-                rs.token = self._token(rs, rs.app, user)
+                self._token(rs, rs.app, user, page=True)
             except (ToucanAPIError, InvalidToucanUser) as exc:
                 if rs.app.settings.on_error != "placeholder":
                     raise
@@ -452,3 +467,43 @@ class Toucan:
             fixed = {**fixed, "data-toucan-variant": reference}
         server_url = rs.app.instance(rs.instance if rs.instance is not _UNSET else None).server_url
         return markup.component_html(tag, token, server_url, fixed, attrs)
+
+
+def _observed_mint(
+    state: AppState, minter: Minter, user: ToucanUser
+) -> Callable[[float], EmbedToken]:
+    """``minter.mint`` for ``user``, reported through the token_minted / mint_failed signals
+    (it may run in a background thread: the app is taken from the state, not the context)."""
+
+    def mint(deadline: float) -> EmbedToken:
+        started = time.monotonic()
+        try:
+            token = minter.mint(user, deadline=deadline)
+        except Exception as exc:
+            if signals.mint_failed.receivers:
+                signals.mint_failed.send(
+                    state.app(),
+                    identity=identity_digest(user),
+                    instance=user.instance,
+                    duration=time.monotonic() - started,
+                    error=type(exc).__name__,
+                )
+            raise
+        if signals.token_minted.receivers:
+            signals.token_minted.send(
+                state.app(),
+                identity=identity_digest(user),
+                instance=user.instance,
+                duration=time.monotonic() - started,
+                lifetime=token.lifetime,
+            )
+        return token
+
+    return mint
+
+
+def _served(state: AppState, user: ToucanUser, source: str) -> None:
+    if signals.token_served.receivers:
+        signals.token_served.send(
+            state.app(), identity=identity_digest(user), instance=user.instance, source=source
+        )

@@ -23,6 +23,7 @@ __all__ = [
     "ToucanUser",
     "cache_key",
     "check_required",
+    "identity_digest",
     "key_fingerprint",
 ]
 
@@ -233,6 +234,11 @@ def _canonical_json(value: object) -> str:
 def key_fingerprint(api_key: str) -> str:
     """A short one-way tag of the API key, so tokens of different keys never mix."""
     return hashlib.sha256(b"flask_toucan:api-key:" + api_key.encode()).hexdigest()[:16]
+
+
+def identity_digest(user: ToucanUser) -> str:
+    """A short one-way tag of the user's whole identity (for references and signals)."""
+    return hashlib.sha256(b"flask_toucan:identity:" + user.canonical.encode()).hexdigest()[:32]
 
 
 def cache_key(prefix: str, base_url: str, api_key_fingerprint: str, user: ToucanUser) -> str:

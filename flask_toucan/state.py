@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,10 @@ class AppState:
         settings: Settings,
         backend: Callable[[], Any],
         variants: TokenVariants,
+        app: Any,
     ) -> None:
+        # A weak reference: the app owns this state, not the other way round.
+        self.app = weakref.ref(app)
         self.toucan = toucan
         self.settings = settings
         self.variants = variants
@@ -114,7 +118,8 @@ class RequestState:
     """What the extension keeps for one request, in ``g._toucan``."""
 
     __slots__ = (
-        "app", "error", "instance", "loaded", "no_store", "sent", "token", "user", "variant"
+        "app", "error", "instance", "loaded", "no_store", "sent", "token", "token_key", "user",
+        "variant",
     )  # fmt: skip
 
     def __init__(self, app: AppState) -> None:
@@ -122,6 +127,7 @@ class RequestState:
         self.loaded = False
         self.user: ToucanUser | None = None
         self.token: EmbedToken | None = None  # the token of this request's components
+        self.token_key: str | None = None  # ...and its cache key
         self.error: Exception | None = None  # why there is none (placeholder mode)
         # The Toucan instance of this page's script and components, once one is rendered.
         self.instance: Any = _UNSET

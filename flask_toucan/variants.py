@@ -20,7 +20,7 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from .errors import InvalidVariant, ToucanConfigError
-from .identity import ToucanUser
+from .identity import ToucanUser, identity_digest
 from .tokens import now
 
 __all__ = ["MAX_AGE", "MAX_VARIANTS", "TokenVariants", "Variant", "VariantRegistry"]
@@ -86,11 +86,6 @@ class _Signer(TimestampSigner):
 
 class _Serializer(URLSafeTimedSerializer):
     default_signer = _Signer
-
-
-def identity_digest(user: ToucanUser) -> str:
-    """A short one-way tag of the user's whole identity."""
-    return hashlib.sha256(b"flask_toucan:identity:" + user.canonical.encode()).hexdigest()[:32]
 
 
 class TokenVariants:

@@ -32,7 +32,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from . import markup
+from . import markup, signals
 from .errors import InvalidToucanUser, InvalidVariant, ToucanAPIError, ToucanUserRequired
 from .pages import register_pages
 from .state import RequestState
@@ -143,6 +143,18 @@ def _read_reference() -> str | Response | None:
 
 def refresh_token() -> ResponseReturnValue:
     """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}`` for the current user."""
+    response = _refresh()
+    if signals.token_refreshed.receivers:
+        code = None if response.status_code == 200 else (response.get_json() or {}).get("code")
+        signals.token_refreshed.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            status=response.status_code,
+            code=code,
+        )
+    return response
+
+
+def _refresh() -> Response:
     if request.headers.get(REFRESH_HEADER) != "1":
         return _json_error(
             403, "refresh_header_missing", f"the {REFRESH_HEADER}: 1 header is required"

@@ -9,7 +9,7 @@ from flask import Flask, render_template_string, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from flask_toucan import Toucan, ToucanUser, tokens
+from flask_toucan import Toucan, ToucanUser, signals, tokens
 from flask_toucan.testing import FakeToucan
 
 from .servers import RedisServer
@@ -76,7 +76,8 @@ def no_secret_in_responses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def no_secret_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordAll]:
-    """Every test: nothing logged at any level, by any logger, holds the API key or a token."""
+    """Every test: nothing logged at any level, by any logger, and no signal argument,
+    holds the API key or a token."""
     issued: list[str] = []
     original_issue = FakeToucan._issue
 
@@ -86,6 +87,25 @@ def no_secret_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordAll]:
         return token
 
     monkeypatch.setattr(FakeToucan, "_issue", recording_issue)
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def record_signal(name: str) -> Callable[..., None]:
+        def receiver(sender: Any, **kwargs: Any) -> None:
+            sent.append((name, kwargs))
+
+        return receiver
+
+    receivers = {
+        signal: record_signal(signal.name)
+        for signal in (
+            signals.token_minted,
+            signals.mint_failed,
+            signals.token_served,
+            signals.token_refreshed,
+        )
+    }
+    for signal, receiver in receivers.items():
+        signal.connect(receiver)
     handler = _RecordAll()
     root = logging.getLogger()
     old_level = root.level
@@ -96,6 +116,13 @@ def no_secret_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordAll]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for signal, receiver in receivers.items():
+            signal.disconnect(receiver)
+    for name, kwargs in sent:
+        text = repr(kwargs)
+        assert_no_secret(text, f"signal {name}")
+        for token in issued:
+            assert token not in text, f"a token leaked into the signal {name}"
     formatter = logging.Formatter()
     for record in handler.records:
         text = formatter.format(record)
