@@ -1,8 +1,18 @@
-"""``flask toucan ...`` commands: check the configuration and the connection to Toucan."""
+"""``flask toucan ...``: config, check, doctor, cache stats/clear, fake.
+
+The group is also registered as a Flask CLI plugin (the ``flask.commands`` entry
+point), so its commands load the app themselves. While they do, a configuration
+error does not abort the load: it is kept and reported by the command (a ✗ line
+naming the key), since a wrong or missing key is what ``doctor`` is for.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 from flask import current_app
@@ -11,38 +21,66 @@ from flask.cli import AppGroup
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
 
-__all__ = ["toucan_cli"]
+__all__ = ["deferring_config_errors", "toucan_cli"]
 
-toucan_cli = AppGroup("toucan", help="Toucan AI embedding: configuration and connection checks.")
+_loading = contextvars.ContextVar("flask_toucan_cli_loading", default=False)
+
+
+def deferring_config_errors() -> bool:
+    """True while ``flask toucan ...`` loads the app (init_app keeps config errors then)."""
+    return _loading.get()
+
+
+class _ToucanGroup(AppGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        token = _loading.set(True)
+        try:
+            return super().invoke(ctx)
+        finally:
+            _loading.reset(token)
+
+
+toucan_cli = _ToucanGroup(
+    "toucan", help="Toucan AI embedding: configuration, connection checks, cache, a fake Toucan."
+)
+
+
+def _config_error() -> ToucanError | None:
+    error = current_app.extensions.get("toucan_config_error")
+    return error if isinstance(error, ToucanError) else None
+
+
+def _state() -> Any:
+    error = _config_error()
+    if error is not None:
+        click.echo(f"✗ {error}", err=True)
+        raise SystemExit(1)
+    return current_app.extensions["toucan"]
 
 
 @toucan_cli.command("config")
 def show_config() -> None:
     """Show the TOUCAN_* settings in force (secrets are never shown)."""
-    settings = current_app.extensions["toucan"].settings
-    for name, value in settings.as_config().items():
+    from .settings import redact
+
+    error = _config_error()
+    if error is None:
+        shown = current_app.extensions["toucan"].settings.as_config()
+    else:  # what the app set, as far as it goes
+        shown = {
+            k: redact(v) for k, v in sorted(current_app.config.items()) if k.startswith("TOUCAN_")
+        }
+        shown["TOUCAN_API_KEY"] = (
+            "<set>" if current_app.config.get("TOUCAN_API_KEY") else "<not set>"
+        )
+    for name, value in shown.items():
         click.echo(f"{name} = {value!r}")
+    if error is not None:
+        click.echo(f"✗ {error}")
 
 
-@toucan_cli.command("check")
-@click.option(
-    "--user",
-    "distinct_id",
-    default="flask-toucan-check",
-    show_default=True,
-    help="distinctId to mint a test token for",
-)
-@click.option("--role", default=None, help="role (default: TOUCAN_DEFAULT_ROLE)")
-@click.option(
-    "--attr",
-    "attrs",
-    multiple=True,
-    metavar="NAME=JSON",
-    help="an attribute, e.g. --attr region='\"EU\"' or --attr tenant_id=7",
-)
-def check(distinct_id: str, role: str | None, attrs: tuple[str, ...]) -> None:
-    """Mint a token for a test user and report its lifetime (the token is not printed)."""
-    state = current_app.extensions["toucan"]
+def _user_from(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None,
+               default_role: str) -> ToucanUser:  # fmt: skip
     attributes: dict[str, object] = {}
     for item in attrs:
         name, sep, raw = item.partition("=")
@@ -53,19 +91,159 @@ def check(distinct_id: str, role: str | None, attrs: tuple[str, ...]) -> None:
         except ValueError:
             attributes[name] = raw  # a bare word is a string
     try:
-        user = ToucanUser(
-            distinct_id, role=role or state.settings.default_role, attributes=attributes
+        return ToucanUser(
+            distinct_id, role=role or default_role, attributes=attributes, instance=instance
         )
-        token = state.toucan.get_token(user, force=True)
     except InvalidToucanUser as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _identity_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--instance", default=None, help="a TOUCAN_INSTANCES name")(func)
+    func = click.option(
+        "--attr",
+        "attrs",
+        multiple=True,
+        metavar="NAME=JSON",
+        help="an attribute, e.g. --attr region='\"EU\"' or --attr tenant_id=7",
+    )(func)
+    return click.option("--role", default=None, help="role (default: TOUCAN_DEFAULT_ROLE)")(func)
+
+
+@toucan_cli.command("check")
+@click.option("--user", "distinct_id", default="flask-toucan-check", show_default=True,
+              help="distinctId to mint a test token for")  # fmt: skip
+@_identity_options
+def check(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None) -> None:
+    """Mint a token for a test user and report its lifetime (the token is not printed)."""
+    state = _state()
+    user = _user_from(distinct_id, role, attrs, instance, state.settings.default_role)
+    try:
+        token = state.toucan.get_token(user, force=True)
     except ToucanError as exc:
         click.echo(f"FAILED: {exc}", err=True)
         raise SystemExit(1) from None
-    where = (
-        "preview (tokens minted in process)" if state.settings.preview else state.settings.base_url
-    )
+    inst = state.instance(instance)
+    where = "preview (tokens minted in process)" if state.settings.preview else inst.base_url
     click.echo(
         f"OK: Toucan at {where} minted a token for {distinct_id!r}; "
         f"it expires in {token.expires_in} s ({token.expires_at.isoformat()})."
     )
+
+
+# -- doctor ---------------------------------------------------------------------
+
+
+@toucan_cli.command("doctor")
+def doctor() -> None:
+    """Check configuration, network, key, clock, cache and refresh endpoint; exit 1 on any ✗."""
+    from .doctor import run_checks
+
+    failed = False
+    for ok, line in run_checks(current_app._get_current_object()):  # type: ignore[attr-defined]
+        click.echo(("✓ " if ok else "✗ ") + line)
+        failed = failed or not ok
+    if failed:
+        raise SystemExit(1)
+
+
+# -- cache --------------------------------------------------------------------------
+
+
+@toucan_cli.group("cache")
+def cache_group() -> None:
+    """The token cache: stats, clear."""
+
+
+def _our_keys(state: Any) -> Iterator[str] | None:
+    """Every key under TOUCAN_CACHE_KEY_PREFIX, when the backend can list them."""
+    from cachelib.redis import RedisCache
+    from cachelib.simple import SimpleCache
+
+    backend = state.cache.backend
+    prefix = state.settings.cache_key_prefix
+    if isinstance(backend, RedisCache):
+        outer = backend._get_prefix()
+        client = backend._write_client
+        found = client.scan_iter(match=outer + prefix + "*", count=500)
+        return (
+            k.decode()[len(outer) :] if isinstance(k, bytes) else k[len(outer) :] for k in found
+        )
+    if isinstance(backend, SimpleCache):
+        return iter([k for k in list(backend._cache) if k.startswith(prefix)])
+    return None
+
+
+@cache_group.command("stats")
+def cache_stats() -> None:
+    """Backend, and how many tokens and leases it holds under TOUCAN_CACHE_KEY_PREFIX."""
+    state = _state()
+    cache = state.cache
+    click.echo(f"backend: {type(cache.backend).__name__}")
+    click.echo(f"cross-process leases: {type(cache.leases).__name__ if cache.leases else 'none'}")
+    click.echo(f"front cache (this process): {len(cache.front) if cache.front else 'none'}")
+    keys = _our_keys(state)
+    if keys is None:
+        click.echo("tokens: this backend cannot list its keys")
+        return
+    listed = list(keys)
+    leases = sum(k.endswith(":lock") for k in listed)
+    click.echo(f"tokens: {len(listed) - leases}")
+    click.echo(f"leases held: {leases}")
+
+
+@cache_group.command("clear")
+@click.option("--user", "distinct_id", default=None, help="forget only this identity's token")
+@_identity_options
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def cache_clear(
+    distinct_id: str | None,
+    role: str | None,
+    attrs: tuple[str, ...],
+    instance: str | None,
+    yes: bool,
+) -> None:
+    """Forget one identity's token (--user, with its --role/--attr/--instance), or every
+    token under TOUCAN_CACHE_KEY_PREFIX."""
+    state = _state()
+    if distinct_id is not None:
+        user = _user_from(distinct_id, role, attrs, instance, state.settings.default_role)
+        if yes or click.confirm(f"Forget the cached token of {distinct_id!r}?"):
+            state.toucan.invalidate(user)
+            click.echo(f"forgot the token of {distinct_id!r}")
+        return
+    keys = _our_keys(state)
+    if keys is None:
+        click.echo("this backend cannot list its keys: use --user", err=True)
+        raise SystemExit(1)
+    listed = list(keys)
+    prefix = state.settings.cache_key_prefix
+    if not yes and not click.confirm(f"Delete {len(listed)} keys under {prefix!r}?"):
+        raise SystemExit(1)
+    for key in listed:
+        state.cache.delete(key)
+    click.echo(f"deleted {len(listed)} keys under {prefix!r}")
+
+
+# -- fake -------------------------------------------------------------------------
+
+
+@toucan_cli.command("fake", with_appcontext=False)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--api-key", default="fake-key", show_default=True)
+@click.option("--expires-in", default="1h", show_default=True)
+def fake(port: int, api_key: str, expires_in: str) -> None:
+    """Run a FakeToucan in the foreground (token endpoint and stand-in embed.js)."""
+    from .testing import FakeToucan
+
+    server = FakeToucan(api_key=api_key, expires_in=expires_in, port=port).start()
+    click.echo(f"FakeToucan listening on {server.url}")
+    click.echo(f"  TOUCAN_BASE_URL = {server.url!r}")
+    click.echo(f"  TOUCAN_API_KEY = {api_key!r}   (a fake key)")
+    click.echo("Ctrl-C to stop.")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -189,6 +189,8 @@ class TokenClient:
         self.max_retries = max_retries
         self.deadline = default_deadline(timeout, max_retries) if deadline is None else deadline
         self.max_lifetime = max_lifetime
+        #: Seconds Toucan's clock was ahead of ours at the last answer (flask toucan doctor).
+        self.last_skew: float | None = None
         retry = _BoundedRetry(
             total=max_retries,
             redirect=0,
@@ -246,7 +248,7 @@ class TokenClient:
                 logger.warning("Toucan refused the API key; retrying once with a newly fetched key")
                 sent_at = now()
                 status, headers, raw = self._attempt(body, fresh, ends)
-        _check_clock(headers.get("Date"), sent_at, self.host)
+        self.last_skew = _check_clock(headers.get("Date"), sent_at, self.host)
         content_type = headers.get("Content-Type", "")
         if 200 <= status < 300:
             return self._parse_token(raw, status, sent_at, content_type)
@@ -466,17 +468,18 @@ def default_deadline(timeout: tuple[float, float], max_retries: int) -> float:
     return min(30.0, sum(timeout) * (max_retries + 1) + 0.5 * max_retries)
 
 
-def _check_clock(date: str | None, sent_at: float, host: str) -> None:
-    """Warn once when Toucan's clock and ours disagree by more than CLOCK_SKEW_WARNING."""
+def _check_clock(date: str | None, sent_at: float, host: str) -> float | None:
+    """Seconds Toucan's clock is ahead of ours (None without a usable Date header);
+    warns once per process past CLOCK_SKEW_WARNING."""
     global _warned_skew
-    if _warned_skew or not date:
-        return
+    if not date:
+        return None
     try:
         theirs = email.utils.parsedate_to_datetime(date).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
-        return
+        return None
     skew = theirs - sent_at
-    if abs(skew) > CLOCK_SKEW_WARNING:
+    if abs(skew) > CLOCK_SKEW_WARNING and not _warned_skew:
         _warned_skew = True
         logger.warning(
             "Toucan at %s reports a time %+.0f s from this server's clock; token expiry "
@@ -484,3 +487,4 @@ def _check_clock(date: str | None, sent_at: float, host: str) -> None:
             host,
             skew,
         )
+    return skew

@@ -21,7 +21,7 @@ from flask import url_for as flask_url_for
 from flask_caching import Cache
 from markupsafe import Markup
 
-from . import markup, signals
+from . import cli, markup, signals
 from .backends import backend_for
 from .cli import toucan_cli
 from .errors import (
@@ -35,11 +35,17 @@ from .errors import (
 from .identity import ToucanUser, check_required, identity_digest
 from .pages import merge_frame_ancestors
 from .prefetch import Prefetcher
-from .settings import apply_defaults, read_settings
+from .settings import apply_defaults, read_settings, unknown_keys
 from .state import _UNSET, AppState, RequestState
 from .tokens import EmbedToken, Minter, now
 from .variants import TokenVariants, Variant, VariantRegistry
-from .views import create_blueprint, csp_nonce, no_store_when_token_sent, placeholder
+from .views import (
+    create_blueprint,
+    csp_nonce,
+    debug_checks,
+    no_store_when_token_sent,
+    placeholder,
+)
 
 __all__ = ["Toucan"]
 
@@ -68,6 +74,8 @@ class _CurrentToken:
 
     def __getattr__(self, name: str) -> Any:
         rs = self._toucan._request()
+        if rs is not None:
+            rs.used = True
         token = self._toucan._page_token(rs) if rs is not None else self._toucan.get_token()
         if token is None:
             raise AttributeError(name)  # Jinja renders it as undefined: empty
@@ -98,7 +106,20 @@ class Toucan:
                 "flask_toucan is already initialised on this app; call init_app once per app"
             )
         apply_defaults(app.config)
-        settings = read_settings(app.config)
+        for key, suggestion in unknown_keys(app.config).items():
+            logger.warning(
+                "unknown config key %s%s",
+                key,
+                f"; did you mean {suggestion}?" if suggestion else "",
+            )
+        try:
+            settings = read_settings(app.config)
+        except ToucanConfigError as exc:
+            if not cli.deferring_config_errors():
+                raise
+            # Loaded by `flask toucan ...`: the command reports the error (✗) instead.
+            app.extensions["toucan_config_error"] = exc
+            return
         variants = TokenVariants(lambda: app.secret_key)
         backend = backend_for(app, settings, self._cache)
         app.extensions["toucan"] = AppState(self, settings, backend, variants, app)
@@ -114,6 +135,8 @@ class Toucan:
         app.add_template_global(self.assistant, "toucan_assistant")
         app.add_template_global(_CurrentToken(self), "toucan_token")
         app.after_request(no_store_when_token_sent)
+        if app.debug:  # development help; nothing of it runs outside debug mode
+            app.after_request(debug_checks)
         if settings.prefetch_on_login:
             try:
                 from flask_login import user_logged_in  # type: ignore[import-untyped]
@@ -365,6 +388,7 @@ class Toucan:
                     raise ToucanForbidden()
                 if variant.overrides:
                     rs.variant = (variant, user)
+                rs.decorated = True
                 g.toucan_token = self._page_token(rs)
 
             if inspect.iscoroutinefunction(func):
@@ -407,6 +431,7 @@ class Toucan:
         rs = self._request()
         if rs is None:
             return self.get_token()
+        rs.used = True
         token = self._page_token(rs)
         if token is None:
             assert rs.error is not None
@@ -459,6 +484,7 @@ class Toucan:
         rs = self._request()
         if rs is None:
             raise RuntimeError("toucan_dashboard() and friends render inside a request")
+        rs.used = True
         token = self._page_token(rs)
         if token is None:
             return placeholder(tag, fixed, attrs)

@@ -7,6 +7,7 @@ A wrong value raises :class:`~flask_toucan.errors.ToucanConfigError` naming the 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,7 +19,17 @@ from .errors import ToucanConfigError
 from .identity import ATTRIBUTE_TYPES, DEFAULT_ROLE
 from .tokens import MAX_LIFETIME
 
-__all__ = ["KEYS", "Key", "Settings", "apply_defaults", "read_settings", "redact"]
+__all__ = [
+    "KEYS",
+    "Instance",
+    "Key",
+    "Settings",
+    "apply_defaults",
+    "did_you_mean",
+    "read_settings",
+    "redact",
+    "unknown_keys",
+]
 
 REFRESH_STRATEGIES = ("attribute", "remount")
 ON_ERROR = ("raise", "placeholder")
@@ -497,8 +508,31 @@ _CHECKS: dict[str, Check] = {
 }
 
 
+def unknown_keys(config: Mapping[str, Any]) -> dict[str, str | None]:
+    """``TOUCAN_*`` keys flask_toucan does not know, each with the closest known one."""
+    known = [k.name for k in KEYS]
+    return {
+        key: next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.75)), None)
+        for key in config
+        if isinstance(key, str) and key.startswith("TOUCAN_") and key not in known
+    }
+
+
+def did_you_mean(config: Mapping[str, Any]) -> str:
+    """`` (did you mean TOUCAN_X instead of TOUCAN_Y?)`` for each likely typo, or ``""``."""
+    typos = [f"{good} instead of {bad}" for bad, good in unknown_keys(config).items() if good]
+    return f" (did you mean {'; '.join(typos)}?)" if typos else ""
+
+
 def read_settings(config: Mapping[str, Any]) -> Settings:
     """Check every ``TOUCAN_*`` key; a wrong one raises ToucanConfigError naming it."""
-    # TOUCAN_PREVIEW first: whether the API key is required depends on it.
-    _bool(config, "TOUCAN_PREVIEW")
-    return Settings(**{key.field: _CHECKS[key.name](config, key.name) for key in KEYS})
+    try:
+        # TOUCAN_PREVIEW first: whether the API key is required depends on it.
+        _bool(config, "TOUCAN_PREVIEW")
+        return Settings(**{key.field: _CHECKS[key.name](config, key.name) for key in KEYS})
+    except ToucanConfigError as exc:
+        # A typo (TOUCAN_PREVEIW) often causes the error reported (no API key): say so.
+        hint = did_you_mean(config)
+        if not hint:
+            raise
+        raise ToucanConfigError(str(exc) + hint) from None

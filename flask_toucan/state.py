@@ -118,8 +118,8 @@ class RequestState:
     """What the extension keeps for one request, in ``g._toucan``."""
 
     __slots__ = (
-        "app", "error", "instance", "loaded", "no_store", "sent", "token", "token_key", "user",
-        "variant",
+        "app", "decorated", "error", "instance", "loaded", "no_store", "sent", "token",
+        "token_key", "used", "user", "variant",
     )  # fmt: skip
 
     def __init__(self, app: AppState) -> None:
@@ -135,6 +135,8 @@ class RequestState:
         self.variant: tuple[Variant, ToucanUser] | None = None
         self.no_store = False  # a token went out: Cache-Control private, no-store
         self.sent = False  # the response headers are final (after_request has run)
+        self.decorated = False  # a view decorated with inject_token ran (debug checks)
+        self.used = False  # a helper or toucan_token used this request's token (debug checks)
 
 
 def _token_cache(backend: Any, s: Settings) -> TokenCache:

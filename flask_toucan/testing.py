@@ -22,6 +22,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
@@ -166,6 +167,7 @@ class FakeToucan:
         seed: int | None = None,
         compress: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> None:
         self.api_key = api_key or "fake-" + secrets.token_urlsafe(16)
         self.expires_in = expires_in
@@ -179,6 +181,7 @@ class FakeToucan:
         #: "gzip" or "deflate": JSON answers are sent compressed, as a CDN would.
         self.compress = compress
         self.ssl_context = ssl_context
+        self._port = port
         self._per_request = threading.local()  # the answer being sent by this thread
         self.requests: list[RecordedRequest] = []
         self.connections = 0
@@ -193,7 +196,9 @@ class FakeToucan:
     def start(self) -> FakeToucan:
         if self._server is not None:
             return self
-        server = _Server(self.host, 0, _no_wsgi_app, handler=_Handler, ssl_context=self.ssl_context)
+        server = _Server(
+            self.host, self._port, _no_wsgi_app, handler=_Handler, ssl_context=self.ssl_context
+        )
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
@@ -314,6 +319,8 @@ class FakeToucan:
         return Response(chunks(), status=response.status_code, content_type=response.content_type)
 
     def _answer(self, request: Request, body: bytes, failure: Failure | None) -> Response:
+        if request.method == "GET" and request.path == "/embed/embed.js":
+            return _stand_in_script()
         if failure is not None:
             return self._failure_response(failure)
         if request.path != self.token_path:
@@ -356,6 +363,15 @@ class FakeToucan:
         if failure.retry_after is not None:
             response.headers["Retry-After"] = str(failure.retry_after)
         return response
+
+
+def _stand_in_script() -> Response:
+    """The preview stand-ins as Toucan's ``embed.js``, so a page pointed at the fake shows
+    components; module scripts from another origin need CORS."""
+    source = resources.files("flask_toucan").joinpath("static/toucan-preview.js").read_bytes()
+    response = Response(source, content_type="text/javascript; charset=utf-8")
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 def _compressed(response: Response, encoding: str) -> Response:

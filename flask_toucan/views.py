@@ -238,3 +238,33 @@ def no_store_when_token_sent(response: Response) -> Response:
         elif "cookie" not in vary.lower():
             headers["Vary"] = vary + ", Cookie"
     return response
+
+
+def debug_checks(response: Response) -> Response:
+    """Debug mode only: warn about pages that cannot work or tokens minted for nothing."""
+    rs: RequestState | None = g.get("_toucan")
+    if rs is not None and rs.decorated and not rs.used:
+        logger.warning(
+            "%s is decorated with @toucan.inject_token but its response never used the token "
+            "(no toucan_dashboard/toucan_assistant/toucan_token): a mint for nothing. Remove "
+            "the decorator, or ignore this if the view reads g.toucan_token itself",
+            request.endpoint,
+        )
+    if response.is_streamed or response.mimetype != "text/html":
+        return response
+    body = response.get_data()
+    if (b"<tc-dashboard" in body or b"<tc-ai-assistant" in body) and not _has_toucan_script(body):
+        logger.warning(
+            "%s renders a Toucan component but no Toucan script: the component stays blank. "
+            "Add {{ toucan_script() }} to the page (or its layout)",
+            request.endpoint,
+        )
+    return response
+
+
+def _has_toucan_script(body: bytes) -> bool:
+    state = current_app.extensions["toucan"]
+    s = state.settings
+    urls = [i.script_url for i in [s.default_instance, *s.instances.values()]]
+    needles = [u.encode() for u in urls] + [b"toucan-preview.js", b"data-toucan-refresh"]
+    return any(n in body for n in needles)

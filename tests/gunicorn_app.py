@@ -55,6 +55,19 @@ def create_app() -> Flask:
             return None
         return ToucanUser(user, attributes={"tenant": request.args.get("tenant", "t-" + user)})
 
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+        from flask_toucan.metrics import instrument
+
+        instrument(app)
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), mimetype="text/plain")
+
     @app.post("/sign-in")
     def sign_in() -> str:
         login_user(Member(request.args["user"]))

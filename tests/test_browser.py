@@ -519,3 +519,33 @@ def test_embed_page_in_an_iframe_is_kept_fresh(
     assert_replaced_before_expiry(framed_tokens())
     assert set(app.extensions["refresh_statuses"]) == {200}
     page.context.close()
+
+
+def test_an_app_pointed_at_flask_toucan_fake_renders_stand_ins(
+    browser: Browser, serve: Callable[[Flask], LiveServer], fake_command: str
+) -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="x", TOUCAN_API_KEY="cli-fake-key", TOUCAN_BASE_URL=fake_command)
+    toucan = Toucan(app)
+    toucan.user_loader(lambda: ToucanUser("dana", attributes={"tenant": "acme"}))
+
+    @app.get("/")
+    @toucan.inject_token
+    def index() -> str:
+        return render_template_string(PAGE)
+
+    server = serve(app)
+    page = browser.new_context().new_page()
+    page.goto(server.url + "/")
+    # The script came from the fake (another origin, allowed by its CORS header).
+    wait_for(
+        lambda: bool(page.evaluate("window.toucanPreview && window.toucanPreview.tokens.length")),
+        10,
+        "the stand-in components",
+    )
+    token = page.evaluate("window.toucanPreview.tokens[0].token")
+    assert decode_fake_token(token)["sub"] == "dana"
+    assert "PREVIEW" in page.evaluate(
+        "document.querySelector('tc-dashboard').shadowRoot.textContent"
+    )
+    page.context.close()

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -162,3 +163,54 @@ def test_prefetch_at_sign_in_serves_every_worker(
     finally:
         log = server.stop()
     assert "Traceback" not in log, log
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A real Prometheus text scrape, parsed into {'name{labels}': value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def test_prometheus_metrics_across_four_workers(
+    fake: FakeToucan, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    server = Gunicorn(
+        {
+            "TEST_TOUCAN_KEY": API_KEY,
+            "TEST_TOUCAN_URL": fake.url,
+            "TEST_REDIS_URL": redis_server.url,
+            "TEST_PREFIX": f"prom-{uuid.uuid4().hex[:8]}:",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        },
+        workers=4,
+        threads=4,
+    )
+    try:
+        views = fire(server.url + "/page", [{"user": f"u{i % 10}"} for i in range(80)])
+        assert all(r.status_code == 200 for r in views)
+        headers = {"X-Toucan-Refresh": "1", "Sec-Fetch-Site": "same-origin"}
+        refreshed = [
+            requests.post(server.url + "/toucan/token", params={"user": "u1"}, headers=headers)
+            for _ in range(5)
+        ] + [requests.post(server.url + "/toucan/token", headers=headers) for _ in range(3)]
+        assert [r.status_code for r in refreshed] == [200] * 5 + [401] * 3
+        fake.fail(503, times=1)
+        assert requests.get(server.url + "/page", params={"user": "new"}).status_code == 503
+        samples = scrape(server.url + "/metrics")
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
+    assert samples['toucan_mints_total{outcome="ok"}'] == len(fake.mints) == 10
+    assert samples['toucan_mints_total{outcome="ToucanUnavailable"}'] == 1
+    assert samples["toucan_mint_duration_seconds_count{}"] == 11
+    served = sum(v for k, v in samples.items() if k.startswith("toucan_tokens_served_total"))
+    assert served == 80 + 5
+    assert samples['toucan_tokens_served_total{source="minted"}'] == 10
+    assert samples['toucan_refresh_requests_total{status="200"}'] == 5
+    assert samples['toucan_refresh_requests_total{status="401"}'] == 3

@@ -1,0 +1,276 @@
+"""Operations: `flask toucan` doctor, config, cache, fake; start-up and debug warnings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from flask import Flask, render_template_string
+
+from flask_toucan.testing import FakeToucan
+
+from .conftest import API_KEY, Clock
+from .servers import ROOT, RedisServer, free_port
+
+
+def flask_cli(*args: str, config: dict[str, Any], **env: str) -> subprocess.CompletedProcess[str]:
+    """`flask --app tests.cli_apps:create_app ...` in a real subprocess."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOUCAN_")}
+    environ.update(TEST_APP_CONFIG=json.dumps(config), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "tests.cli_apps:create_app", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def doctor(config: dict[str, Any], **env: str) -> tuple[int, list[str]]:
+    done = flask_cli("toucan", "doctor", config=config, **env)
+    output = done.stdout + done.stderr
+    assert API_KEY not in output
+    assert "fake." not in output  # no token
+    lines = [line for line in done.stdout.splitlines() if line[:2] in ("✓ ", "✗ ")]
+    assert lines, output
+    return done.returncode, lines
+
+
+def failed(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("✗")]
+
+
+@pytest.fixture
+def good(fake: FakeToucan) -> dict[str, Any]:
+    return {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": fake.url, "TOUCAN_TIMEOUT": [2, 2]}
+
+
+def test_doctor_all_well(good: dict[str, Any], fake: FakeToucan) -> None:
+    code, lines = doctor(good)
+    assert code == 0, lines
+    assert failed(lines) == []
+    text = "\n".join(lines)
+    for expected in (
+        "DNS:",
+        "TCP:",
+        "token endpoint",
+        "clock",
+        "cache backend",
+        "refresh endpoint",
+    ):
+        assert expected in text
+    assert len(fake.mints) == 1  # the throw-away token
+
+
+def test_doctor_catches_a_typo(fake: FakeToucan) -> None:
+    code, lines = doctor({"TOUCAN_PREVEIW": True})
+    assert code == 1
+    assert "✗ unknown config key TOUCAN_PREVEIW: did you mean TOUCAN_PREVIEW?" in lines
+    assert any("TOUCAN_API_KEY is not set" in line for line in failed(lines))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("refused", "TCP: cannot connect"),
+        ("wrong-key", "check TOUCAN_API_KEY"),
+        ("extra-api", "check TOUCAN_TOKEN_PATH"),
+        ("plain-http", "TOUCAN_ALLOW_HTTP"),
+        ("header-drip", "TOUCAN_MINT_DEADLINE"),
+        ("dead-proxy", "TOUCAN_PROXIES"),
+        ("no-secret-key", "SECRET_KEY is not set"),
+        ("redis-down", "check TOUCAN_CACHE_CONFIG"),
+    ],
+)
+def test_doctor_names_the_fix(
+    good: dict[str, Any], fake: FakeToucan, change: str, expected: str
+) -> None:
+    config, env = dict(good), {}
+    if change == "refused":
+        config["TOUCAN_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
+    elif change == "wrong-key":
+        config["TOUCAN_API_KEY"] = "tk_wrong"
+    elif change == "extra-api":
+        config["TOUCAN_BASE_URL"] = fake.url + "/api"
+    elif change == "plain-http":
+        config["TOUCAN_BASE_URL"] = "http://toucan.example.com"
+    elif change == "header-drip":
+        fake.fail(200, header_drip=0.3, times=5)
+        config["TOUCAN_MINT_DEADLINE"] = 1
+    elif change == "dead-proxy":
+        config["TOUCAN_PROXIES"] = {"http": f"http://127.0.0.1:{free_port()}"}
+    elif change == "no-secret-key":
+        env["TEST_APP_VARIANT"] = "1"
+    elif change == "redis-down":
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        config["TOUCAN_CACHE_CONFIG"] = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": url}
+    code, lines = doctor(config, **env)
+    assert code == 1
+    assert any(expected in line for line in failed(lines)), lines
+
+
+def test_doctor_private_ca(tmp_path: Path) -> None:
+    import ssl
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with FakeToucan(api_key=API_KEY, ssl_context=context) as tls:
+        config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": tls.url}
+        code, lines = doctor(config)
+        assert code == 1
+        assert any("TLS:" in line and "TOUCAN_VERIFY" in line for line in failed(lines))
+        code, lines = doctor({**config, "TOUCAN_VERIFY": str(bundle)})
+        assert code == 0, lines
+        assert tls.mints  # the key was sent only once the certificate was trusted
+
+
+def test_doctor_reports_skew_in_process(
+    good: dict[str, Any], fake: FakeToucan, clock: Clock
+) -> None:
+    from flask_toucan.doctor import run_checks
+
+    app = Flask(__name__)
+    app.config.update(good)
+    from flask_toucan import Toucan
+
+    Toucan(app)
+    with app.app_context():
+        lines = list(run_checks(app))
+    bad = [line for ok, line in lines if not ok]
+    assert any("clock" in line and "NTP" in line for line in bad), lines
+
+
+def test_config_works_without_the_key() -> None:
+    done = flask_cli("toucan", "config", config={"TOUCAN_BASE_URL": "https://toucanai.cloud"})
+    assert done.returncode == 0, done.stderr
+    assert "TOUCAN_API_KEY = '<not set>'" in done.stdout
+    assert "TOUCAN_BASE_URL = 'https://toucanai.cloud'" in done.stdout
+    assert "✗ TOUCAN_API_KEY is not set" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+# -- cache stats and clear ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["simple", "redis"])
+def test_cache_stats_and_clear(
+    make_app: Callable[..., Flask], fake: FakeToucan, redis_server: RedisServer, backend: str
+) -> None:
+    config: dict[str, Any] = {"TOUCAN_CACHE_KEY_PREFIX": "ops:"}
+    if backend == "redis":
+        config["TOUCAN_CACHE_CONFIG"] = {
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_REDIS_URL": redis_server.url,
+        }
+    app = make_app(**config)
+    client = app.test_client()
+    for name in ("alice", "bob", "carol"):
+        client.get("/page", headers={"X-User": name})
+    runner = app.test_cli_runner()
+    stats = runner.invoke(args=["toucan", "cache", "stats"])
+    assert "tokens: 3" in stats.output, stats.output
+    # One identity: exactly it.
+    one = runner.invoke(
+        args=["toucan", "cache", "clear", "--user", "carol", "--role", "viewer",
+              "--attr", 'tenant="globex"', "--yes"]
+    )  # fmt: skip
+    assert one.exit_code == 0, one.output
+    assert "tokens: 2" in runner.invoke(args=["toucan", "cache", "stats"]).output
+    # Everything, after confirming.
+    refused = runner.invoke(args=["toucan", "cache", "clear"], input="n\n")
+    assert refused.exit_code == 1
+    assert "tokens: 2" in runner.invoke(args=["toucan", "cache", "stats"]).output
+    cleared = runner.invoke(args=["toucan", "cache", "clear"], input="y\n")
+    assert "deleted 2 keys" in cleared.output
+    assert "tokens: 0" in runner.invoke(args=["toucan", "cache", "stats"]).output
+    client.get("/page", headers={"X-User": "alice"})
+    assert len(fake.mints) == 4  # alice minted again after the clear
+
+
+# -- fake ------------------------------------------------------------------------------
+
+
+def test_fake_command_serves_tokens_and_a_stand_in_script(fake_command: str) -> None:
+    import requests
+
+    script = requests.get(fake_command + "/embed/embed.js", timeout=5)
+    assert script.status_code == 200
+    assert script.headers["Access-Control-Allow-Origin"] == "*"
+    assert "customElements.define" in script.text
+    token = requests.post(
+        fake_command + "/embed/generate-token",
+        json={"user": {"distinctId": "u", "role": "explorer", "attributes": {}}},
+        headers={"x-api-key": "cli-fake-key"},
+        timeout=5,
+    ).json()
+    assert token["expiresIn"] == "5m"
+
+
+# -- start-up and debug-mode warnings ------------------------------------------------
+
+
+def test_unknown_keys_are_warned_at_start_up(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    make_app(TOUCAN_MIN_TOKEN_TL=60, TOUCAN_SOMETHING_ELSE=1)
+    messages = [r.getMessage() for r in caplog.records if r.name == "flask_toucan"]
+    assert "unknown config key TOUCAN_MIN_TOKEN_TL; did you mean TOUCAN_MIN_TOKEN_TTL?" in messages
+    assert "unknown config key TOUCAN_SOMETHING_ELSE" in messages
+
+
+def debug_app(make_app: Callable[..., Flask], debug: bool) -> Flask:
+    app = make_app(DEBUG=debug)
+    app.debug = debug
+    return app
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_debug_warnings(
+    config: dict[str, Any], fake: FakeToucan, caplog: pytest.LogCaptureFixture, debug: bool
+) -> None:
+    from flask_toucan import Toucan
+
+    from .conftest import current_test_user
+
+    app = Flask(__name__)
+    app.config.update(config)
+    app.debug = debug
+    toucan = Toucan(app)
+    toucan.user_loader(current_test_user)
+
+    @app.get("/no-script")
+    def no_script() -> str:
+        return render_template_string("<main>{{ toucan_dashboard('d') }}</main>")
+
+    @app.get("/unused")
+    @toucan.inject_token
+    def unused() -> str:
+        return "<p>no component here</p>"
+
+    @app.get("/fine")
+    @toucan.inject_token
+    def fine() -> str:
+        return render_template_string("{{ toucan_script() }}{{ toucan_dashboard('d') }}")
+
+    client = app.test_client()
+    for path in ("/no-script", "/unused", "/fine"):
+        assert client.get(path, headers={"X-User": "alice"}).status_code == 200
+    messages = [r.getMessage() for r in caplog.records if r.name == "flask_toucan"]
+    blank = [m for m in messages if "no Toucan script" in m]
+    wasted = [m for m in messages if "never used the token" in m]
+    if debug:
+        assert len(blank) == 1 and "no_script" in blank[0]
+        assert len(wasted) == 1 and "unused" in wasted[0]
+    else:
+        assert blank == wasted == []
