@@ -103,6 +103,11 @@ def write_markdown(results: Results, out: Path, command: str, plot_name: str) ->
         "| first view after sign-in that waited on Toucan: 0% with prefetch | "
         + ", ".join(f"{name} {row['share_waited']:.0%}" for name, row in r.first_view.items())
         + f" | {verdict(first_prefetch == 0)} |",
+        "| signals with no receivers cost nothing measurable on a warm view (< 0.1%) | "
+        f"{r.signals.get('no_receivers_ns', float('nan')):.0f} ns, "
+        f"{r.signals.get('no_receivers_share', float('nan')):.3%} of a view "
+        f"(Prometheus connected: ×{r.signals.get('prometheus_ratio', float('nan')):.3f}) | "
+        f"{verdict(r.signals.get('no_receivers_share', 1) < 0.001)} |",
         f"| TCP connections per 100 mints = 1 | {conn} | {verdict(conn == 1)} |",
         f"| attribute builder: Markup.format page time ÷ ours > 1 (keep ours only if it pays) | "
         f"{builder:.3f} | {verdict(builder > 1)} |",

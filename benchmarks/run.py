@@ -79,6 +79,7 @@ class Results:
     costs: dict[str, float] = field(default_factory=dict)
     short_tokens: dict[str, int] = field(default_factory=dict)
     first_view: dict[str, dict[str, float]] = field(default_factory=dict)
+    signals: dict[str, float] = field(default_factory=dict)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -178,6 +179,48 @@ def cost_breakdown(app: Flask, rounds: int, batch: int) -> dict[str, float]:
         out[label] = medians[path] - previous
         previous = medians[path]
     return out
+
+
+def signal_cost(app: Flask, rounds: int, batch: int) -> dict[str, float]:
+    """What the signals cost a warm view: with no receivers, and with Prometheus connected."""
+    import timeit
+
+    from prometheus_client import CollectorRegistry
+
+    from flask_toucan import signals
+    from flask_toucan.metrics import instrument
+
+    checks = 3  # receiver checks on a warm view: served, and the mint's two when it mints
+    per_check = min(timeit.repeat("bool(s.receivers)", globals={"s": signals.token_served},
+                                  number=100_000, repeat=5)) / 100_000  # fmt: skip
+    client = app.test_client()
+
+    def batch_of() -> float:
+        started = time.perf_counter()
+        for _ in range(batch):
+            client.get("/page")
+        return time.perf_counter() - started
+
+    batch_of()
+    view = min(batch_of() for _ in range(3)) / batch
+    plain = [batch_of() for _ in range(rounds)]
+    registry = CollectorRegistry()
+    instrument(app, registry=registry)
+    connected = [batch_of() for _ in range(rounds)]
+    return {
+        "no_receivers_share": checks * per_check / view,
+        "no_receivers_ns": checks * per_check * 1e9,
+        "prometheus_ratio": statistics.median(connected) / statistics.median(plain),
+    }
+
+
+def bench_signals(results: Results, bar: tqdm) -> None:
+    # Last: it connects receivers that stay connected for the rest of the process.
+    with fake_toucan(results.latency) as fake:
+        results.signals = signal_cost(
+            create_app(env_for(fake)), results.sizes.rounds, results.sizes.batch
+        )
+    bar.update(1)
 
 
 def attribute_builder(app: Flask, rounds: int, batch: int) -> dict[str, float]:
@@ -558,7 +601,7 @@ def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
 
 def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
     results = Results(latency=latency, sizes=sizes)
-    steps = 11 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    steps = 12 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
     redis = RedisServer().start()
     try:
         with tqdm(total=steps, desc="benchmarks", unit="step") as bar:
@@ -571,6 +614,7 @@ def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
             bench_first_view(results, redis, bar)
             bench_growth(results, bar)
             bench_rollover(results, redis, bar)
+            bench_signals(results, bar)
     finally:
         redis.stop()
     return results
