@@ -36,7 +36,6 @@ html_static_path = ["_static"]
 exclude_patterns = ["_build"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_heading_anchors = 3
-suppress_warnings = ["image.not_readable"]
 
 # The configuration reference is generated from flask_toucan.settings.KEYS: it cannot drift.
 write_reference(Path(__file__).resolve().parent / "configuration.rst")

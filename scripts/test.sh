@@ -33,4 +33,4 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip tox
-exec .venv/bin/tox run -e py,lint,type -- "$@"
+exec .venv/bin/tox run -e py,lint,type,docs,package,min -- "$@"
