@@ -160,10 +160,12 @@ def _our_keys(state: Any) -> Iterator[str] | None:
     from cachelib.redis import RedisCache
     from cachelib.simple import SimpleCache
 
+    from .coordination import key_prefix
+
     backend = state.cache.backend
     prefix = state.settings.cache_key_prefix
     if isinstance(backend, RedisCache):
-        outer = backend._get_prefix()
+        outer = key_prefix(backend)
         client = backend._write_client
         found = client.scan_iter(match=outer + prefix + "*", count=500)
         return (

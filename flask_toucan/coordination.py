@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["KeyLocks", "Lease", "Leases", "leases_for"]
+__all__ = ["KeyLocks", "Lease", "Leases", "key_prefix", "leases_for"]
 
 
 class KeyLocks:
@@ -137,6 +137,12 @@ class AddLeases:
         return self.backend.get(name) is not None
 
 
+def key_prefix(backend: Any) -> str:
+    """The prefix a cachelib Redis backend puts before every key (a string or a callable)."""
+    prefix = getattr(backend, "key_prefix", "") or ""
+    return str(prefix() if callable(prefix) else prefix)
+
+
 def leases_for(backend: Any, ttl: float) -> Leases | None:
     """The cross-process leases a flask-caching backend supports, or None (per-process only)."""
     from cachelib.memcached import MemcachedCache
@@ -144,7 +150,7 @@ def leases_for(backend: Any, ttl: float) -> Leases | None:
 
     if isinstance(backend, RedisCache):
         # Also flask-caching's RedisSentinelCache (the master) and RedisClusterCache.
-        return RedisLeases(backend._write_client, ttl, backend._get_prefix())
+        return RedisLeases(backend._write_client, ttl, key_prefix(backend))
     if isinstance(backend, MemcachedCache):
         return AddLeases(backend, ttl)
     return None
