@@ -25,8 +25,9 @@ from flask import Flask
 from flask_caching import Cache
 from flask_caching.backends.simplecache import SimpleCache
 
+from .checks import redact
 from .errors import ToucanConfigError
-from .settings import Settings, redact
+from .settings import Settings
 from .tokens import EmbedToken
 
 __all__ = [

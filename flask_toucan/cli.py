@@ -61,7 +61,7 @@ def _state() -> Any:
 @toucan_cli.command("config")
 def show_config() -> None:
     """Show the TOUCAN_* settings in force (secrets are never shown)."""
-    from .settings import redact
+    from .checks import redact
 
     error = _config_error()
     if error is None:

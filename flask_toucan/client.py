@@ -15,146 +15,47 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import MaxRetryError
-from urllib3.response import BaseHTTPResponse
-from urllib3.util.retry import Retry
 
+from .apikey import ApiKey
 from .errors import (
     ToucanAPIError,
     ToucanAuthError,
-    ToucanConfigError,
     ToucanRateLimited,
     ToucanResponseError,
     ToucanUnavailable,
 )
-from .identity import ToucanUser, key_fingerprint
+from .identity import ToucanUser
 from .settings import DEFAULTS
 from .tokens import EmbedToken, now, parse_expires_in
-from .watchdog import WATCHDOG, WatchedHTTPConnection, WatchedHTTPSConnection
+from .transport import (
+    RETRY_STATUSES,
+    Adapter,
+    BoundedRetry,
+    current,
+    env_ca_bundle,
+    failure_message,
+    parse_retry_after,
+)
+from .watchdog import WATCHDOG
 
 __all__ = ["TokenClient"]
 
 logger = logging.getLogger("flask_toucan")
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: A token response is a few hundred bytes; anything far bigger is not one.
 MAX_BODY_BYTES = 256 * 1024
 LOGGED_BODY_CHARS = 200
 #: Toucan's Date header and our clock may differ this much before we say so.
 CLOCK_SKEW_WARNING = 30.0
 
-# The monotonic deadline of the mint this thread is running (read by the Retry below).
-_current = threading.local()
 _warned_skew = False
-
-
-def _parse_retry_after(header: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` (seconds or HTTP date), uncapped."""
-    if not header:
-        return None
-    try:
-        return float(Retry(retry_after_max=2**31).parse_retry_after(header))
-    except Exception:  # an unparseable hint: fall back to plain backoff
-        return None
-
-
-class _BoundedRetry(Retry):
-    """urllib3's Retry, but a ``Retry-After`` longer than we may wait ends retrying.
-
-    Plain Retry caps the sleep at ``retry_after_max`` and tries again anyway; a
-    page view cannot wait minutes, so a long hint is returned to the caller at
-    once (as ToucanRateLimited/ToucanUnavailable) instead of being half-honoured.
-    """
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: BaseHTTPResponse | None = None,
-        error: Exception | None = None,
-        _pool: ConnectionPool | None = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> Self:
-        if response is not None and response.status in RETRY_STATUSES:
-            wait = _parse_retry_after(response.headers.get("Retry-After"))
-            if wait is not None and wait > self.retry_after_max:
-                raise MaxRetryError(_pool, url or "", None)  # type: ignore[arg-type]
-        following = super().increment(method, url, response, error, _pool, _stacktrace)
-        deadline = getattr(_current, "deadline", None)
-        if deadline is not None and time.monotonic() + following.get_backoff_time() >= deadline:
-            # No time left for another attempt within TOUCAN_MINT_DEADLINE.
-            raise MaxRetryError(_pool, url or "", error or None)  # type: ignore[arg-type]
-        return following
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = WatchedHTTPConnection
-
-
-class _WatchedTLSPool(HTTPSConnectionPool):
-    ConnectionCls = WatchedHTTPSConnection
-
-
-_WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedTLSPool}
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter whose connections report their sockets to the watchdog."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
-
-
-def _failure_message(exc: requests.exceptions.RequestException, host: str, late: bool) -> str:
-    """What went wrong, where, and which key to check (never the API key)."""
-    if late:
-        return (
-            f"Toucan at {host} did not answer within TOUCAN_MINT_DEADLINE; "
-            "check TOUCAN_BASE_URL, or raise TOUCAN_MINT_DEADLINE"
-        )
-    if isinstance(exc, requests.exceptions.ProxyError):
-        return f"the proxy to Toucan at {host} failed; check TOUCAN_PROXIES (or HTTPS_PROXY)"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return (
-            f"the TLS certificate of Toucan at {host} could not be verified; "
-            "check TOUCAN_VERIFY (a CA bundle for a private CA) and TOUCAN_BASE_URL"
-        )
-    # requests reports a read timeout that used up the retries as a
-    # ConnectionError; the urllib3 reason underneath says what really happened.
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return f"could not connect to Toucan at {host} in time; check TOUCAN_BASE_URL"
-    if (
-        isinstance(exc, requests.exceptions.Timeout)
-        or isinstance(reason, TimeoutError)
-        or (reason is not None and "Timeout" in type(reason).__name__)
-    ):
-        return f"Toucan at {host} did not answer in time (TOUCAN_TIMEOUT)"
-    if isinstance(exc, requests.exceptions.RetryError):
-        return f"Toucan at {host} kept failing; retries exhausted (TOUCAN_MAX_RETRIES)"
-    return f"could not connect to Toucan at {host}; check TOUCAN_BASE_URL"
-
-
-def _env_ca_bundle() -> str | None:
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 class TokenClient:
@@ -191,7 +92,7 @@ class TokenClient:
         self.max_lifetime = max_lifetime
         #: Seconds Toucan's clock was ahead of ours at the last answer (flask toucan doctor).
         self.last_skew: float | None = None
-        retry = _BoundedRetry(
+        retry = BoundedRetry(
             total=max_retries,
             redirect=0,
             raise_on_redirect=False,
@@ -211,8 +112,8 @@ class TokenClient:
         self.session.proxies = (
             dict(proxies) if proxies is not None else requests.utils.get_environ_proxies(self.url)
         )
-        self.session.verify = _env_ca_bundle() or True if verify is True else verify
-        adapter = _Adapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_maxsize)
+        self.session.verify = env_ca_bundle() or True if verify is True else verify
+        adapter = Adapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_maxsize)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -268,7 +169,7 @@ class TokenClient:
         if status == 429:
             return ToucanRateLimited(
                 f"{where} is rate limiting token requests",
-                retry_after=_parse_retry_after(headers.get("Retry-After")),
+                retry_after=parse_retry_after(headers.get("Retry-After")),
             )
         if status >= 500:
             return ToucanUnavailable(f"{where} failed with status {status}", upstream_status=status)
@@ -289,12 +190,12 @@ class TokenClient:
         )
 
     def _attempt(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
-        _current.deadline = ends
+        current.deadline = ends
         try:
             with WATCHDOG.guard(ends) as guard:
                 return self._post(body, key, ends, lambda: guard.expired)
         finally:
-            _current.deadline = None
+            current.deadline = None
 
     def _post(self, body: bytes, key: str, ends: float, late: Any) -> tuple[int, Any, bytes]:
         try:
@@ -310,12 +211,12 @@ class TokenClient:
                 raw = self._read_body(response, ends, late)
                 return response.status_code, response.headers, raw
         except requests.exceptions.RequestException as exc:
-            message = _failure_message(exc, self.host, late() or time.monotonic() >= ends)
+            message = failure_message(exc, self.host, late() or time.monotonic() >= ends)
             logger.warning("Toucan token request failed: %s (%s)", message, type(exc).__name__)
             raise ToucanUnavailable(message) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             timed_out = late() or time.monotonic() >= ends
-            message = _failure_message(
+            message = failure_message(
                 requests.exceptions.ConnectionError(exc), self.host, timed_out
             )
             if not timed_out:
@@ -402,65 +303,6 @@ class TokenClient:
         for key in self.key.known():
             text = text.replace(key, "<api-key>")
         return text if len(text) <= LOGGED_BODY_CHARS else text[:LOGGED_BODY_CHARS] + "..."
-
-
-class ApiKey:
-    """The API key: a string, or a zero-argument callable (a secret manager) whose value
-    is reused for ``ttl`` seconds. Its value is never logged, and neither is its repr."""
-
-    def __init__(self, source: str | Callable[[], str], ttl: float) -> None:
-        self._source = source
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._value: str | None = source if isinstance(source, str) else None
-        self._previous: str | None = None
-        self._fetched = -float("inf")
-        self._fingerprint = key_fingerprint(source) if isinstance(source, str) else ""
-
-    @property
-    def rotates(self) -> bool:
-        return not isinstance(self._source, str)
-
-    def get(self, *, fresh: bool = False) -> str:
-        if isinstance(self._source, str):
-            return self._source
-        with self._lock:
-            stale = time.monotonic() - self._fetched >= self._ttl
-            if fresh or stale or self._value is None:
-                value = self._call(self._source)
-                if value != self._value:
-                    self._previous, self._value = self._value, value
-                    self._fingerprint = key_fingerprint(value)
-                self._fetched = time.monotonic()
-            assert self._value is not None
-            return self._value
-
-    def fingerprint(self) -> str:
-        """A one-way tag of the current key, for cache keys (tokens of a rotated key differ)."""
-        self.get()
-        return self._fingerprint
-
-    def known(self) -> list[str]:
-        """The key values seen, to scrub from anything logged."""
-        return [k for k in (self._value, self._previous) if k]
-
-    @staticmethod
-    def _call(source: Callable[[], str]) -> str:
-        try:
-            value = source()
-        except Exception as exc:
-            raise ToucanConfigError(
-                f"the TOUCAN_API_KEY callable raised {type(exc).__name__}; "
-                "check the secret manager it reads"
-            ) from None
-        if not isinstance(value, str) or not value.strip() or "\n" in value:
-            raise ToucanConfigError(
-                "the TOUCAN_API_KEY callable must return a non-empty one-line string"
-            )
-        return value
-
-    def __repr__(self) -> str:
-        return "ApiKey(<hidden>)"
 
 
 def default_deadline(timeout: tuple[float, float], max_retries: int) -> float:

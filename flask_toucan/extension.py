@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -32,12 +31,12 @@ from .errors import (
     ToucanForbidden,
     ToucanUserRequired,
 )
-from .identity import ToucanUser, check_required, identity_digest
+from .identity import ToucanUser, check_required
 from .pages import merge_frame_ancestors
 from .prefetch import Prefetcher
 from .settings import apply_defaults, read_settings, unknown_keys
 from .state import _UNSET, AppState, RequestState
-from .tokens import EmbedToken, Minter, now
+from .tokens import EmbedToken, now
 from .variants import TokenVariants, Variant, VariantRegistry
 from .views import (
     create_blueprint,
@@ -242,13 +241,13 @@ class Toucan:
         minter = state.minter(user.instance)
         key = state.key_for(user, minter)
         if rs is not None and rs.token is not None and rs.token_key == key and not force:
-            _served(state, user, "request")
+            signals.served(state, user, "request")
             return rs.token
         token = state.cache.get_or_mint(
             key,
-            _observed_mint(state, minter, user),
+            signals.observed_mint(state, minter, user),
             force=force,
-            served=(lambda source: _served(state, user, source))
+            served=(lambda source: signals.served(state, user, source))
             if signals.token_served.receivers
             else None,
         )
@@ -276,7 +275,7 @@ class Toucan:
                 return  # warm already
 
             def job() -> EmbedToken:
-                return state.cache.get_or_mint(key, _observed_mint(state, minter, resolved))
+                return state.cache.get_or_mint(key, signals.observed_mint(state, minter, resolved))
 
             if state.settings.preview:
                 job()  # instant in process: no thread in preview mode
@@ -493,43 +492,3 @@ class Toucan:
             fixed = {**fixed, "data-toucan-variant": reference}
         server_url = rs.app.instance(rs.instance if rs.instance is not _UNSET else None).server_url
         return markup.component_html(tag, token, server_url, fixed, attrs)
-
-
-def _observed_mint(
-    state: AppState, minter: Minter, user: ToucanUser
-) -> Callable[[float], EmbedToken]:
-    """``minter.mint`` for ``user``, reported through the token_minted / mint_failed signals
-    (it may run in a background thread: the app is taken from the state, not the context)."""
-
-    def mint(deadline: float) -> EmbedToken:
-        started = time.monotonic()
-        try:
-            token = minter.mint(user, deadline=deadline)
-        except Exception as exc:
-            if signals.mint_failed.receivers:
-                signals.mint_failed.send(
-                    state.app(),
-                    identity=identity_digest(user),
-                    instance=user.instance,
-                    duration=time.monotonic() - started,
-                    error=type(exc).__name__,
-                )
-            raise
-        if signals.token_minted.receivers:
-            signals.token_minted.send(
-                state.app(),
-                identity=identity_digest(user),
-                instance=user.instance,
-                duration=time.monotonic() - started,
-                lifetime=token.lifetime,
-            )
-        return token
-
-    return mint
-
-
-def _served(state: AppState, user: ToucanUser, source: str) -> None:
-    if signals.token_served.receivers:
-        signals.token_served.send(
-            state.app(), identity=identity_digest(user), instance=user.instance, source=source
-        )

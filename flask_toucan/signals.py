@@ -26,9 +26,23 @@ With no receivers connected, sending costs one attribute check (benchmarked).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 from blinker import Namespace
 
-__all__ = ["mint_failed", "token_minted", "token_refreshed", "token_served"]
+from .identity import ToucanUser, identity_digest
+from .tokens import EmbedToken, Minter
+
+__all__ = [
+    "mint_failed",
+    "observed_mint",
+    "served",
+    "token_minted",
+    "token_refreshed",
+    "token_served",
+]
 
 _signals = Namespace()
 
@@ -36,3 +50,41 @@ token_minted = _signals.signal("toucan-token-minted")
 mint_failed = _signals.signal("toucan-mint-failed")
 token_served = _signals.signal("toucan-token-served")
 token_refreshed = _signals.signal("toucan-token-refreshed")
+
+
+def observed_mint(state: Any, minter: Minter, user: ToucanUser) -> Callable[[float], EmbedToken]:
+    """``minter.mint`` for ``user``, reported through the token_minted / mint_failed signals
+    (it may run in a background thread: the app is taken from the state, not the context)."""
+
+    def mint(deadline: float) -> EmbedToken:
+        started = time.monotonic()
+        try:
+            token = minter.mint(user, deadline=deadline)
+        except Exception as exc:
+            if mint_failed.receivers:
+                mint_failed.send(
+                    state.app(),
+                    identity=identity_digest(user),
+                    instance=user.instance,
+                    duration=time.monotonic() - started,
+                    error=type(exc).__name__,
+                )
+            raise
+        if token_minted.receivers:
+            token_minted.send(
+                state.app(),
+                identity=identity_digest(user),
+                instance=user.instance,
+                duration=time.monotonic() - started,
+                lifetime=token.lifetime,
+            )
+        return token
+
+    return mint
+
+
+def served(state: Any, user: ToucanUser, source: str) -> None:
+    if token_served.receivers:
+        token_served.send(
+            state.app(), identity=identity_digest(user), instance=user.instance, source=source
+        )

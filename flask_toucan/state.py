@@ -12,12 +12,13 @@ from cachelib.simple import SimpleCache
 
 from .backends import FrontCache
 from .cache import TokenCache
+from .checks import Instance
 from .client import TokenClient, default_deadline
 from .coordination import leases_for
 from .errors import ToucanConfigError
 from .identity import ToucanUser, cache_key
 from .preview import PreviewMinter
-from .settings import Instance, Settings
+from .settings import Settings
 from .tokens import EmbedToken, Minter
 from .variants import TokenVariants, Variant
 
