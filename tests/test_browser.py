@@ -375,7 +375,7 @@ def test_demo_screenshot_shows_refreshed_token(
     text = dash.evaluate("el => el.shadowRoot.textContent")
     assert "PREVIEW" in text and "chen" in text and "globex" in text
     assert dash.evaluate("el => el.tokenHistory.length") >= 2
-    assert "Tokens received2" in text
+    assert "Tokens received 2" in text
     assert "expired" not in text
     out = Path(os.environ.get("TOUCAN_TEST_ARTIFACTS", "test-artifacts"))
     out.mkdir(parents=True, exist_ok=True)
@@ -383,6 +383,50 @@ def test_demo_screenshot_shows_refreshed_token(
     page.screenshot(path=str(shot))
     assert 0 < shot.stat().st_size < 500_000
     context.close()
+
+
+def chart_labels(page: Page) -> dict[str, Any]:
+    return dict(
+        page.locator("#dashboard").evaluate(
+            """el => ({
+                caption: el.shadowRoot.querySelector('figcaption').textContent,
+                legend: el.shadowRoot.querySelector('.legend').textContent,
+                values: [...el.shadowRoot.querySelectorAll('svg text.value')]
+                            .map(t => t.textContent),
+                answer: document.querySelector('#assistant').shadowRoot
+                            .querySelector('.a').textContent,
+            })"""
+        )
+    )
+
+
+def test_demo_charts_follow_the_users_attributes(
+    browser: Browser, serve: Callable[[Flask], LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.demo.app import create_app
+
+    monkeypatch.delenv("TOUCAN_API_KEY", raising=False)
+    server = serve(create_app())
+    page = browser.new_context(viewport={"width": 420, "height": 900}).new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#dashboard")
+    seen = {}
+    for user in ("alice", "chen", "bob"):
+        if user != "alice":
+            with page.expect_navigation():
+                page.select_option("#user-switcher", user)
+        wait_for(lambda: bool(page.evaluate("window.toucanPreview.tokens.length")), 5, "tokens")
+        seen[user] = chart_labels(page)
+    assert "acme" in seen["alice"]["caption"] and "globex" in seen["chen"]["caption"]
+    assert seen["alice"]["legend"].split() == ["acme", "·", "EU"]
+    assert seen["chen"]["legend"].split() == ["globex", "·", "APAC"]
+    assert seen["bob"]["legend"].split() == ["acme", "·", "US"]  # only the US region
+    assert seen["alice"]["values"] != seen["chen"]["values"]  # another tenant, other numbers
+    assert "globex in APAC" in seen["chen"]["answer"]
+    # Readable at 420 px: nothing overflows the card horizontally.
+    overflow = page.locator("#dashboard").evaluate("el => el.scrollWidth - el.clientWidth")
+    assert overflow <= 1
+    page.context.close()
 
 
 def test_late_timer_after_sleep_renews_at_once(

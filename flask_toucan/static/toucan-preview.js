@@ -1,9 +1,14 @@
 // flask_toucan preview: stand-ins for <tc-dashboard> and <tc-ai-assistant>.
-// They draw no charts; they show which token each element holds (user, role,
-// attributes, time left), read from the FakeToucan token, clearly marked PREVIEW.
+// No Toucan, no CDN, no chart library: a dashboard draws a small SVG chart with sample
+// numbers derived from the token's Row-Level-Security attributes (so switching users
+// visibly changes the data), the assistant a sample question and an answer scoped to
+// them; a footer shows the token's facts. Clearly labelled PREVIEW.
 // Every auth-token value an element is given is kept in window.toucanPreview.tokens.
 
 const registry = (window.toucanPreview = window.toucanPreview || { tokens: [] });
+const SVG = "http://www.w3.org/2000/svg";
+const REGIONS = ["EU", "US", "APAC"];
+const QUARTERS = ["Q1", "Q2", "Q3", "Q4"];
 
 function decode(token) {
   const parts = (token || "").split(".");
@@ -17,28 +22,119 @@ function decode(token) {
   }
 }
 
-function row(label, value) {
-  const tr = document.createElement("tr");
-  const th = document.createElement("th");
-  const td = document.createElement("td");
-  th.textContent = label;
-  td.textContent = value;
-  tr.append(th, td);
-  return tr;
+// Deterministic sample numbers: the same attributes always draw the same chart.
+function seeded(text) {
+  let h = 2166136261;
+  for (const ch of text) h = Math.imul(h ^ ch.codePointAt(0), 16777619) >>> 0;
+  return () => {
+    h = Math.imul(h ^ (h >>> 15), 2246822507) >>> 0;
+    h = Math.imul(h ^ (h >>> 13), 3266489909) >>> 0;
+    return ((h ^= h >>> 16) >>> 0) / 4294967296;
+  };
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children);
+  return node;
+}
+
+function svg(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function scopeOf(attributes) {
+  const a = attributes || {};
+  const tenant = a.tenant ?? a.tenant_id ?? null;
+  const regions = a.region ? [String(a.region)] : REGIONS;
+  return { tenant: tenant === null ? "all tenants" : String(tenant), regions };
+}
+
+function chart(id, attributes) {
+  const { tenant, regions } = scopeOf(attributes);
+  const random = seeded(`${id}|${tenant}|${regions.join(",")}`);
+  const width = 480, height = 200, left = 36, bottom = 28, top = 12;
+  const groupWidth = (width - left) / QUARTERS.length;
+  const barWidth = Math.min(34, (groupWidth - 12) / regions.length);
+  const values = QUARTERS.map(() => regions.map(() => Math.round(20 + random() * 80)));
+  const max = Math.max(...values.flat());
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
+                            "aria-label": `Sample revenue for ${tenant}, ${regions.join(" and ")}` });
+  root.append(svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom,
+                            class: "axis" }));
+  QUARTERS.forEach((quarter, q) => {
+    const x0 = left + q * groupWidth + (groupWidth - barWidth * regions.length) / 2;
+    regions.forEach((region, r) => {
+      const h = ((height - bottom - top) * values[q][r]) / max;
+      const x = x0 + r * barWidth;
+      root.append(svg("rect", { x: x + 2, y: height - bottom - h, width: barWidth - 4, height: h,
+                                class: `bar r${REGIONS.indexOf(region) >= 0 ? REGIONS.indexOf(region) : 0}` }));
+      root.append(svg("text", { x: x + barWidth / 2, y: height - bottom - h - 3, class: "value" },
+                      String(values[q][r])));
+    });
+    root.append(svg("text", { x: left + q * groupWidth + groupWidth / 2, y: height - 8,
+                              class: "label" }, quarter));
+  });
+  const legend = el("p", { className: "legend" });
+  regions.forEach((region) => {
+    const index = REGIONS.indexOf(region) >= 0 ? REGIONS.indexOf(region) : 0;
+    legend.append(el("span", { className: `swatch r${index}` }), ` ${tenant} · ${region}  `);
+  });
+  return el("figure", {}, el("figcaption", { textContent: `Revenue by quarter — ${tenant}` }),
+            root, legend);
+}
+
+function conversation(attributes) {
+  const { tenant, regions } = scopeOf(attributes);
+  const random = seeded(`assistant|${tenant}|${regions.join(",")}`);
+  const products = ["Starter plan", "Pro plan", "Add-on seats", "Support"];
+  const best = products[Math.floor(random() * products.length)];
+  const growth = Math.round(5 + random() * 30);
+  return el("div", { className: "chat" },
+    el("p", { className: "q", textContent: "What sold best last quarter?" }),
+    el("p", { className: "a", textContent:
+      `For ${tenant} in ${regions.join(" and ")}: ${best}, up ${growth}% on the quarter before. ` +
+      "(Sample answer: only the rows your token's attributes allow.)" }));
+}
+
+function fact(label, value, title) {
+  return el("span", { className: "fact", title }, el("b", { textContent: `${label} ` }),
+            el("code", { textContent: value }));
 }
 
 const STYLE = `
-  :host { display: block; box-sizing: border-box; border: 2px dashed #d9822b;
-          border-radius: 8px; padding: 12px 16px; font: 14px/1.4 system-ui, sans-serif;
-          background: repeating-linear-gradient(45deg, #fffaf3, #fffaf3 12px, #fff3e4 12px, #fff3e4 24px);
-          color: #33261a; overflow: auto; }
-  .badge { display: inline-block; background: #d9822b; color: #fff; font-weight: 700;
-           letter-spacing: .08em; padding: 2px 8px; border-radius: 4px; font-size: 12px; }
-  h3 { margin: 8px 0; font-size: 16px; }
-  table { border-collapse: collapse; }
-  th { text-align: left; padding: 2px 12px 2px 0; color: #7a5a3a; font-weight: 600; }
-  td { font-family: ui-monospace, monospace; word-break: break-all; }
-  .expired { color: #b00020; font-weight: 700; }
+  :host { display: block; box-sizing: border-box; border: 2px dashed #d9822b; border-radius: 10px;
+          padding: 12px 16px; font: 14px/1.45 system-ui, sans-serif; background: #fffaf3;
+          color: #2a2118; overflow: hidden; min-width: 0; }
+  :host([data-theme="dark"]) { background: #1f2228; color: #e8e4de; border-color: #e0a060; }
+  header { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 10px; }
+  .badge { background: #d9822b; color: #fff; font-weight: 700; letter-spacing: .08em;
+           padding: 2px 8px; border-radius: 4px; font-size: 12px; }
+  h3 { margin: 0; font-size: 16px; overflow-wrap: anywhere; }
+  figure { margin: 10px 0 4px; }
+  figcaption { font-weight: 600; margin-bottom: 4px; overflow-wrap: anywhere; }
+  svg { width: 100%; height: auto; display: block; max-height: 260px; }
+  .axis { stroke: #b9a58f; }
+  .bar.r0 { fill: #4c72b0; } .bar.r1 { fill: #dd8452; } .bar.r2 { fill: #55a868; }
+  .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; }
+  .swatch.r0 { background: #4c72b0; } .swatch.r1 { background: #dd8452; }
+  .swatch.r2 { background: #55a868; }
+  .value, .label { font-size: 11px; text-anchor: middle; fill: currentColor; }
+  .legend { margin: 2px 0 0; font-size: 13px; overflow-wrap: anywhere; }
+  .chat { margin: 10px 0 4px; display: grid; gap: 8px; }
+  .chat p { margin: 0; padding: 8px 10px; border-radius: 10px; max-width: 90%; }
+  .q { justify-self: end; background: #d9822b; color: #fff; }
+  .a { background: rgba(127, 127, 127, .15); }
+  footer { margin-top: 10px; padding-top: 8px; border-top: 1px solid rgba(127, 127, 127, .35);
+           display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; }
+  .fact { overflow-wrap: anywhere; min-width: 0; }
+  .fact code { font-family: ui-monospace, monospace; }
+  .note { margin: 6px 0 0; font-size: 12px; opacity: .8; }
+  .expired { color: #d0312d; font-weight: 700; }
 `;
 
 let sharedSheet = null;
@@ -81,38 +177,43 @@ class PreviewElement extends HTMLElement {
   }
 
   subject() {
-    const chart = this.getAttribute("chart-id");
-    if (chart) return ["Chart", chart];
+    const chartId = this.getAttribute("chart-id");
+    if (chartId) return ["Chart", chartId];
     return ["Dashboard", this.getAttribute("dashboard-id") || "(none)"];
+  }
+
+  body(claims) {
+    return chart(this.subject()[1], claims ? claims.attributes : null);
   }
 
   render() {
     const claims = decode(this.getAttribute("auth-token"));
-    const root = this.shadowRoot;
-    root.replaceChildren();
-    const badge = document.createElement("span");
-    badge.className = "badge";
-    badge.textContent = "PREVIEW";
-    const title = document.createElement("h3");
     const [label, id] = this.subject();
-    title.textContent = `${label}: ${id}`;
-    const note = document.createElement("p");
-    note.textContent = "flask_toucan stand-in: not connected to Toucan AI, no real data.";
-    const table = document.createElement("table");
+    const header = el("header", {}, el("span", { className: "badge", textContent: "PREVIEW" }),
+                      el("h3", { textContent: id ? `${label}: ${id}` : label }));
+    const footer = el("footer");
     if (claims) {
-      table.append(
-        row("User", claims.sub),
-        row("Role", claims.role),
-        row("Attributes", JSON.stringify(claims.attributes)),
+      footer.append(
+        fact("User", claims.sub, "the token's distinctId"),
+        fact("Role", claims.role, "the token's role"),
+        fact("Attributes", JSON.stringify(claims.attributes),
+             "what Row-Level Security filters on: the chart above follows them"),
       );
-      if (claims.permissions) table.append(row("Permissions", JSON.stringify(claims.permissions)));
+      if (claims.permissions) {
+        footer.append(fact("Permissions", JSON.stringify(claims.permissions), "passed to Toucan"));
+      }
+      if (claims.instance) footer.append(fact("Instance", claims.instance, "TOUCAN_INSTANCES"));
     } else {
-      table.append(row("Token", this.getAttribute("auth-token") ? "opaque (not a preview token)" : "none"));
+      const opaque = this.getAttribute("auth-token") ? "opaque (not a preview token)" : "none";
+      footer.append(fact("Token", opaque, ""));
     }
-    this.timeLeft = row("Time left", "");
-    this.timeLeft.dataset.role = "time-left";
-    table.append(this.timeLeft, row("Tokens received", String(this.tokenHistory.length)));
-    root.append(badge, title, note, table);
+    this.timeLeft = fact("Time left", "", "until this token expires; it is renewed before then");
+    footer.append(this.timeLeft,
+                  fact("Tokens received", String(this.tokenHistory.length),
+                       "1 is the page's own token; each renewal adds one"));
+    const note = el("p", { className: "note", textContent:
+      "flask_toucan stand-in: not connected to Toucan AI; sample data shaped by the token." });
+    this.shadowRoot.replaceChildren(header, this.body(claims), footer, note);
     this.updateTimeLeft();
   }
 
@@ -133,7 +234,11 @@ class PreviewElement extends HTMLElement {
 
 class PreviewAssistant extends PreviewElement {
   subject() {
-    return ["AI assistant", "chat"];
+    return ["AI assistant", ""];
+  }
+
+  body(claims) {
+    return conversation(claims ? claims.attributes : null);
   }
 }
 
