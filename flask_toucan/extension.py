@@ -16,11 +16,9 @@ from flask import (
     has_request_context,
     request_finished,
 )
-from flask import url_for as flask_url_for
 from flask_caching import Cache
-from markupsafe import Markup
 
-from . import cli, markup, signals
+from . import cli, signals
 from .backends import backend_for
 from .cli import toucan_cli
 from .errors import (
@@ -35,15 +33,14 @@ from .identity import ToucanUser, check_required
 from .pages import merge_frame_ancestors
 from .prefetch import Prefetcher
 from .settings import apply_defaults, read_settings, unknown_keys
-from .state import _UNSET, AppState, RequestState
-from .tokens import EmbedToken, now
+from .state import AppState, RequestState
+from .templating import CurrentToken, TemplateGlobals
+from .tokens import EmbedToken
 from .variants import TokenVariants, Variant, VariantRegistry
 from .views import (
     create_blueprint,
-    csp_nonce,
     debug_checks,
     no_store_when_token_sent,
-    placeholder,
 )
 
 __all__ = ["Toucan"]
@@ -56,35 +53,7 @@ UserLoader = Callable[[], "ToucanUser | Mapping[str, Any] | None"]
 AnyUser = ToucanUser | Mapping[str, Any]
 
 
-class _CurrentToken:
-    """``toucan_token`` in templates: this request's token, found on first use.
-
-    ``{{ toucan_token.expires_in }}`` and ``{{ toucan_token().expires_in }}`` read the same
-    token. In placeholder mode, after a failed mint, its attributes are undefined.
-    """
-
-    __slots__ = ("_toucan",)
-
-    def __init__(self, toucan: Toucan) -> None:
-        self._toucan = toucan
-
-    def __call__(self) -> EmbedToken:
-        return self._toucan.current_token()
-
-    def __getattr__(self, name: str) -> Any:
-        rs = self._toucan._request()
-        if rs is not None:
-            rs.used = True
-        token = self._toucan._page_token(rs) if rs is not None else self._toucan.get_token()
-        if token is None:
-            raise AttributeError(name)  # Jinja renders it as undefined: empty
-        return getattr(token, name)
-
-    def __repr__(self) -> str:
-        return "<toucan_token>"
-
-
-class Toucan:
+class Toucan(TemplateGlobals):
     """Embeds Toucan AI for the signed-in users of one or more Flask apps.
 
     ``Toucan(app)``, or ``Toucan()`` then ``init_app(app)`` in an app factory.
@@ -132,7 +101,7 @@ class Toucan:
         app.add_template_global(self.dashboard, "toucan_dashboard")
         app.add_template_global(self.chart, "toucan_chart")
         app.add_template_global(self.assistant, "toucan_assistant")
-        app.add_template_global(_CurrentToken(self), "toucan_token")
+        app.add_template_global(CurrentToken(self), "toucan_token")
         app.after_request(no_store_when_token_sent)
         if app.debug:  # development help; nothing of it runs outside debug mode
             app.after_request(debug_checks)
@@ -268,19 +237,7 @@ class Toucan:
                 resolved = self._require_user(rs)
             else:
                 resolved = ToucanUser.coerce(user, state.settings.default_role)
-            check_required(resolved, state.settings.required_attributes)
-            minter = state.minter(resolved.instance)
-            key = state.key_for(resolved, minter)
-            if state.cache.get(key) is not None:
-                return  # warm already
-
-            def job() -> EmbedToken:
-                return state.cache.get_or_mint(key, signals.observed_mint(state, minter, resolved))
-
-            if state.settings.preview:
-                job()  # instant in process: no thread in preview mode
-            else:
-                self._prefetcher.submit(job)
+            self._prefetcher.prefetch(state, resolved)
         except Exception as exc:  # a prefetch must never break the caller (a sign-in)
             logger.warning("prefetching a Toucan token failed: %s", exc)
 
@@ -327,16 +284,6 @@ class Toucan:
                 rs.error = exc
                 rs.no_store = True
         return rs.token
-
-    @staticmethod
-    def _same_instance(rs: RequestState, instance: str | None) -> str | None:
-        """One Toucan instance per page: its script and every component must agree."""
-        if rs.instance is not _UNSET and rs.instance != instance:
-            raise ToucanConfigError(
-                f"this page mixes Toucan instances {rs.instance!r} and {instance!r}: one "
-                "page loads one instance's script; render each instance on its own page"
-            )
-        return instance
 
     @overload
     def inject_token(self, view: Callable[P, R]) -> Callable[P, R]: ...
@@ -422,73 +369,3 @@ class Toucan:
                 raise InvalidVariant("access_revoked", "allow() refused this user")
             user = variant.apply(user)
         return self._token(rs, rs.app, user)
-
-    # -- template globals -----------------------------------------------------
-
-    def current_token(self) -> EmbedToken:
-        """``toucan_token()``: this request's token (the decorated view's, or minted now)."""
-        rs = self._request()
-        if rs is None:
-            return self.get_token()
-        rs.used = True
-        token = self._page_token(rs)
-        if token is None:
-            assert rs.error is not None
-            raise rs.error
-        return token
-
-    def script(self, **attrs: object) -> Markup:
-        """``toucan_script()``: the web-components module (and the refresh controller).
-
-        With TOUCAN_INSTANCES, the module of the current user's instance.
-        """
-        rs = self._request()
-        state = rs.app if rs is not None else self._state()
-        s = state.settings
-        instance = None
-        if s.instances and rs is not None:
-            user = self._user(rs)
-            instance = self._same_instance(rs, user.instance if user else None)
-            rs.instance = instance
-        nonce = csp_nonce()
-        src = flask_url_for("toucan.static", filename="toucan-preview.js") if s.preview else None
-        extra = {markup.attribute_name(k): v for k, v in attrs.items()}
-        html = markup.script_html(src or state.instance(instance).script_url, nonce, extra)
-        if s.refresh:
-            html += markup.script_html(
-                flask_url_for("toucan.static", filename="toucan-refresh.js"),
-                nonce,
-                {
-                    "data-toucan-refresh": flask_url_for("toucan.refresh_token"),
-                    "data-strategy": s.refresh_strategy,
-                    "data-margin": s.min_token_ttl,
-                    "data-server-now": markup.epoch(now()),
-                },
-            )
-        return html
-
-    def dashboard(self, dashboard_id: str, /, **attrs: object) -> Markup:
-        """``toucan_dashboard(id)``: a ``<tc-dashboard>`` for the current user."""
-        return self._component("tc-dashboard", {"dashboard-id": dashboard_id}, attrs)
-
-    def chart(self, chart_id: str, /, **attrs: object) -> Markup:
-        """``toucan_chart(id)``: a ``<tc-dashboard chart-id=...>`` showing one chart."""
-        return self._component("tc-dashboard", {"chart-id": chart_id}, attrs)
-
-    def assistant(self, **attrs: object) -> Markup:
-        """``toucan_assistant()``: the ``<tc-ai-assistant>`` chat."""
-        return self._component("tc-ai-assistant", {}, attrs)
-
-    def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
-        rs = self._request()
-        if rs is None:
-            raise RuntimeError("toucan_dashboard() and friends render inside a request")
-        rs.used = True
-        token = self._page_token(rs)
-        if token is None:
-            return placeholder(tag, fixed, attrs)
-        if rs.variant is not None and rs.app.settings.refresh:
-            reference = rs.app.variants.sign(rs.variant[0], rs.variant[1])
-            fixed = {**fixed, "data-toucan-variant": reference}
-        server_url = rs.app.instance(rs.instance if rs.instance is not _UNSET else None).server_url
-        return markup.component_html(tag, token, server_url, fixed, attrs)

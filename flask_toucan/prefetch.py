@@ -13,6 +13,10 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import signals
+from .identity import ToucanUser, check_required
 
 __all__ = ["MAX_PENDING", "WORKERS", "Prefetcher"]
 
@@ -28,6 +32,23 @@ class Prefetcher:
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
         self.pending = 0
+
+    def prefetch(self, state: Any, user: ToucanUser) -> None:
+        """Mint ``user``'s token through ``state``'s cache unless it is warm (raises on
+        a bad user or config: the caller logs it)."""
+        check_required(user, state.settings.required_attributes)
+        minter = state.minter(user.instance)
+        key = state.key_for(user, minter)
+        if state.cache.get(key) is not None:
+            return  # warm already
+
+        def job() -> object:
+            return state.cache.get_or_mint(key, signals.observed_mint(state, minter, user))
+
+        if state.settings.preview:
+            job()  # instant in process: no thread in preview mode
+        else:
+            self.submit(job)
 
     def submit(self, job: Callable[[], object]) -> bool:
         """Run ``job`` in the background; False when the queue is full (dropped)."""

@@ -10,24 +10,27 @@ who they were minted for.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import json
 import random
 import secrets
-import socket
 import ssl
 import threading
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from typing import Any
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from .fake_server import (
+    Handler,
+    Server,
+    compressed,
+    error,
+    no_wsgi_app,
+    stand_in_script,
+    validate,
+)
 from .preview import decode_fake_token, encode_fake_token
 from .settings import DEFAULTS
 from .tokens import now, parse_expires_in
@@ -75,77 +78,6 @@ class Failure:
     header_drip: float = 0.0
 
 
-class _Handler(WSGIRequestHandler):
-    server: _Server
-    # Keep-alive, as Toucan's own servers do, so connection reuse can be counted.
-    # werkzeug's own run_wsgi always closes the connection, so the fake answers
-    # with this short version; it reads every request body in full, which is
-    # what makes keeping the connection open safe.
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # idle keep-alive connections end on their own
-
-    def log_error(self, format: str, *args: Any) -> None:
-        pass  # idle timeouts and clients that hung up are expected here
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # tests read fake.requests instead
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without TCP_NODELAY a reused
-        # connection waits ~40 ms for the client's delayed ACK between them.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.server.fake._lock:
-            self.server.fake.connections += 1
-
-    def run_wsgi(self) -> None:
-        fake = self.server.fake
-        if fake._peek_drop() is not None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            fake._record(self.command, self.path, dict(self.headers), body, 0)
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        response = fake._handle(Request(self.make_environ()))
-        header_drip = getattr(fake._per_request, "header_drip", 0.0)
-        if header_drip:
-            self._drip_everything(response, header_drip)
-            return
-        try:
-            self.send_response(response.status_code)
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            if response.content_length is None:  # a dripped body: end it by closing
-                self.send_header("Connection", "close")
-            self.end_headers()
-            for chunk in response.iter_encoded():
-                self.wfile.write(chunk)
-                self.wfile.flush()
-        except (TimeoutError, ConnectionError):
-            self.close_connection = True
-
-    def _drip_everything(self, response: Response, interval: float) -> None:
-        head = [f"HTTP/1.1 {response.status}"]
-        head += [f"{name}: {value}" for name, value in response.headers.items()]
-        data = ("\r\n".join(head) + "\r\nConnection: close\r\n\r\n").encode()
-        data += response.get_data()
-        self.close_connection = True
-        try:
-            for i in range(len(data)):
-                self.wfile.write(data[i : i + 1])
-                self.wfile.flush()
-                time.sleep(interval)
-        except (TimeoutError, ConnectionError, OSError):
-            pass  # the client gave up, as it should
-
-
-class _Server(ThreadedWSGIServer):
-    fake: FakeToucan
-    daemon_threads = True
-
-
 class FakeToucan:
     """Toucan's token endpoint on ``127.0.0.1`` and a random port.
 
@@ -188,7 +120,7 @@ class FakeToucan:
         self.tokens_issued: list[str] = []
         self._failures: deque[Failure] = deque()
         self._lock = threading.Lock()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------
@@ -196,8 +128,8 @@ class FakeToucan:
     def start(self) -> FakeToucan:
         if self._server is not None:
             return self
-        server = _Server(
-            self.host, self._port, _no_wsgi_app, handler=_Handler, ssl_context=self.ssl_context
+        server = Server(
+            self.host, self._port, no_wsgi_app, handler=Handler, ssl_context=self.ssl_context
         )
         server.fake = self
         self._server = server
@@ -303,7 +235,7 @@ class FakeToucan:
             )
         self._per_request.header_drip = failure.header_drip if failure is not None else 0.0
         if self.compress and response.mimetype == "application/json":
-            response = _compressed(response, self.compress)
+            response = compressed(response, self.compress)
         if failure is not None and failure.drip:
             return self._drip(response, failure.drip)
         return response
@@ -320,20 +252,20 @@ class FakeToucan:
 
     def _answer(self, request: Request, body: bytes, failure: Failure | None) -> Response:
         if request.method == "GET" and request.path == "/embed/embed.js":
-            return _stand_in_script()
+            return stand_in_script()
         if failure is not None:
             return self._failure_response(failure)
         if request.path != self.token_path:
-            return _error(404, "not_found", "no such endpoint")
+            return error(404, "not_found", "no such endpoint")
         if request.method != "POST":
-            return _error(405, "method_not_allowed", "use POST")
+            return error(405, "method_not_allowed", "use POST")
         if not secrets.compare_digest(request.headers.get("x-api-key", ""), self.api_key):
-            return _error(401, "unauthorized", "invalid API key")
+            return error(401, "unauthorized", "invalid API key")
         if request.mimetype != "application/json":
-            return _error(400, "bad_request", "Content-Type must be application/json")
-        problem, payload = _validate(body)
+            return error(400, "bad_request", "Content-Type must be application/json")
+        problem, payload = validate(body)
         if problem:
-            return _error(400, "bad_request", problem)
+            return error(400, "bad_request", problem)
         token = self._issue(payload)
         answer: dict[str, Any] = {"token": token}
         if self.expires_in is not None:
@@ -363,62 +295,3 @@ class FakeToucan:
         if failure.retry_after is not None:
             response.headers["Retry-After"] = str(failure.retry_after)
         return response
-
-
-def _stand_in_script() -> Response:
-    """The preview stand-ins as Toucan's ``embed.js``, so a page pointed at the fake shows
-    components; module scripts from another origin need CORS."""
-    source = resources.files("flask_toucan").joinpath("static/toucan-preview.js").read_bytes()
-    response = Response(source, content_type="text/javascript; charset=utf-8")
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
-
-
-def _compressed(response: Response, encoding: str) -> Response:
-    data = response.get_data()
-    if encoding == "gzip":
-        packed = gzip.compress(data)
-    elif encoding == "deflate":
-        packed = zlib.compress(data)
-    else:
-        raise ValueError(f"unknown compression {encoding!r}")
-    out = Response(packed, status=response.status_code, content_type=response.content_type)
-    for name, value in response.headers.items():
-        if name.lower() not in ("content-length", "content-type"):
-            out.headers[name] = value
-    out.headers["Content-Encoding"] = encoding
-    return out
-
-
-def _no_wsgi_app(environ: Any, start_response: Any) -> Any:
-    raise AssertionError("FakeToucan answers in its request handler")
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return Response(
-        json.dumps({"code": code, "message": message}),
-        status=status,
-        content_type="application/json",
-    )
-
-
-def _validate(body: bytes) -> tuple[str | None, dict[str, Any]]:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return "body is not JSON", {}
-    if not isinstance(payload, dict) or not isinstance(payload.get("user"), dict):
-        return "body must be an object with a 'user' object", {}
-    user = payload["user"]
-    if not isinstance(user.get("distinctId"), str) or not user["distinctId"]:
-        return "user.distinctId must be a non-empty string", {}
-    if not isinstance(user.get("role"), str) or not user["role"]:
-        return "user.role must be a non-empty string", {}
-    if not isinstance(user.get("attributes"), dict):
-        return "user.attributes must be an object", {}
-    extra = set(payload) - {"user", "permissions"}
-    if extra:
-        return f"unknown fields: {sorted(extra)}", {}
-    if "permissions" in payload and not isinstance(payload["permissions"], dict):
-        return "permissions must be an object", {}
-    return None, payload
