@@ -1,6 +1,6 @@
 """Installs the built wheel into a clean venv and checks it imports and ships its files.
 
-    python scripts/check_package.py dist/
+python scripts/check_package.py dist/
 """
 
 from __future__ import annotations

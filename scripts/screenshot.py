@@ -1,6 +1,6 @@
 """Regenerates docs/_static/demo.png: the demo in preview mode, in Debian's Chromium.
 
-    .venv/bin/python scripts/screenshot.py [--width 1280] [--out docs/_static/demo.png]
+.venv/bin/python scripts/screenshot.py [--width 1280] [--out docs/_static/demo.png]
 """
 
 from __future__ import annotations
