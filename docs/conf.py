@@ -9,12 +9,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import flask_toucan  # noqa: E402
 from _config_reference import write_reference  # noqa: E402
+
+import flask_toucan  # noqa: E402
 
 project = "flask_toucan"
 author = "flask_toucan contributors"
-copyright = "2026, flask_toucan contributors"  # noqa: A001
+copyright = "2026, flask_toucan contributors"
 release = flask_toucan.__version__
 
 extensions = [
