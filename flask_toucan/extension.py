@@ -178,14 +178,18 @@ class Toucan(TemplateGlobals):
             raise RuntimeError("flask_toucan needs a request here: there is no current user")
         return rs
 
-    def get_token(self, user: AnyUser | None = None, *, force: bool = False) -> EmbedToken:
-        """A token for ``user`` (default: the request's user), cached while it has life left."""
+    def _resolve(self, user: AnyUser | None) -> tuple[RequestState | None, AppState, ToucanUser]:
+        """The request state (if any), the app state, and ``user`` as a ToucanUser
+        (None: the request's user, 401 without one)."""
         rs = self._request()
         state = rs.app if rs is not None else self._state()
         if user is None:
-            resolved = self._require_user(rs)
-        else:
-            resolved = ToucanUser.coerce(user, state.settings.default_role)
+            return rs, state, self._require_user(rs)
+        return rs, state, ToucanUser.coerce(user, state.settings.default_role)
+
+    def get_token(self, user: AnyUser | None = None, *, force: bool = False) -> EmbedToken:
+        """A token for ``user`` (default: the request's user), cached while it has life left."""
+        rs, state, resolved = self._resolve(user)
         return self._token(rs, state, resolved, force)
 
     def _token(
@@ -231,23 +235,14 @@ class Toucan(TemplateGlobals):
         checks (TOUCAN_REQUIRED_ATTRIBUTES) as a page, so the next view finds it.
         """
         try:
-            rs = self._request()
-            state = rs.app if rs is not None else self._state()
-            if user is None:
-                resolved = self._require_user(rs)
-            else:
-                resolved = ToucanUser.coerce(user, state.settings.default_role)
+            _, state, resolved = self._resolve(user)
             self._prefetcher.prefetch(state, resolved)
         except Exception as exc:  # a prefetch must never break the caller (a sign-in)
             logger.warning("prefetching a Toucan token failed: %s", exc)
 
     def _prefetch_on_login(self, sender: Flask, **extra: Any) -> None:
-        """Flask-Login's ``user_logged_in``: the loader sees the new user now."""
-        if (
-            sender.extensions.get("toucan") is None
-            or sender.extensions["toucan"].toucan is not self
-        ):
-            return
+        """Flask-Login's ``user_logged_in`` for the app it was connected to (the sender):
+        the loader sees the new user now."""
         rs = self._request()
         if rs is not None:
             rs.loaded = False  # the user changed within this request

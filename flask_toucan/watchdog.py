@@ -125,13 +125,5 @@ class WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        WATCHDOG.watch(sock)
-        return sock
-
-    def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        if self.sock is not None:
-            WATCHDOG.watch(self.sock)
-        super().request(*args, **kwargs)
+class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
+    """The same for TLS: its ``connect`` calls ``_new_conn`` above before wrapping."""
