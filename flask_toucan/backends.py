@@ -14,6 +14,7 @@ in-process map a :class:`~flask_toucan.cache.TokenCache` keeps over a shared bac
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,10 @@ from .errors import ToucanConfigError
 from .settings import Settings
 from .tokens import EmbedToken
 
+logger = logging.getLogger("flask_toucan")
+
 __all__ = [
+    "BackendGuard",
     "FrontCache",
     "TextSerializer",
     "TokenSimpleCache",
@@ -199,3 +203,46 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
     if isinstance(backend, RedisCache):
         backend.serializer = TextSerializer()  # type: ignore[assignment]
     return lambda: backend
+
+
+class BackendGuard:
+    """Calls into a shared backend that may fail (Redis down, ...) without failing the page.
+
+    ``guard(action, operation)`` is ``operation()``, or None when it raised or the
+    backend is cooling down: after a failure the backend is skipped for ``cooldown``
+    seconds, and failures are logged at most every ``log_interval`` seconds (a dead
+    Redis would otherwise log once per page view).
+    """
+
+    def __init__(
+        self, what: str, fallback: str, *, cooldown: float = 2.0, log_interval: float = 30.0
+    ) -> None:
+        self.what = what
+        self.fallback = fallback
+        self.cooldown = cooldown
+        self.log_interval = log_interval
+        self._down_until = 0.0
+        self._last_log = -float("inf")
+
+    def down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def __call__(self, action: str, operation: Callable[[], Any]) -> Any:
+        if self.down():
+            return None
+        try:
+            return operation()
+        except Exception as exc:
+            current = time.monotonic()
+            self._down_until = current + self.cooldown
+            if current - self._last_log >= self.log_interval:
+                self._last_log = current
+                logger.warning(
+                    "%s %s failed (%s: %s); %s",
+                    self.what,
+                    action,
+                    type(exc).__name__,
+                    exc,
+                    self.fallback,
+                )
+            return None

@@ -11,30 +11,27 @@
   and minting, share one budget of ``deadline`` seconds (TOUCAN_MINT_DEADLINE).
 * **Single-flight.** A miss mints under a per-key lock and, across processes, a
   lease (:mod:`flask_toucan.coordination`); others wait for that token.
-* **Refresh-ahead.** Once a token has used ``refresh_ahead`` of its life, the
-  request that notices is served it at once and a background thread renews it
-  under the same lease. A background thread was chosen over probabilistic early
-  expiry (XFetch): XFetch makes the unlucky request wait on Toucan, and no warm
-  view should wait. If renewing fails, the still-valid token keeps being served
-  (stale-while-error) and the lease, left to expire, doubles as a back-off.
-* **Backend failures** (Redis down, ...) are logged at most every
-  ``ERROR_LOG_INTERVAL`` seconds and the backend is skipped for ``BACKEND_COOLDOWN``
-  seconds: tokens are minted directly meanwhile.
+* **Refresh-ahead** (:mod:`flask_toucan.renewal`). Once a token has used
+  ``refresh_ahead`` of its life, the request that notices is served it at once and
+  a background thread renews it under the same lease. If renewing fails, the
+  still-valid token keeps being served (stale-while-error) and the lease, left to
+  expire, doubles as a back-off.
+* **Backend failures** (Redis down, ...) go through a
+  :class:`~flask_toucan.backends.BackendGuard`: logged now and then, the backend
+  skipped for a moment, tokens minted directly meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from .backends import FrontCache, decode_token, encode_token
+from .backends import BackendGuard, FrontCache, decode_token, encode_token
 from .coordination import KeyLocks, Lease, Leases
 from .errors import ToucanError, ToucanUnavailable
+from .renewal import RenewAhead
 from .tokens import EmbedToken, now, serving_margin
 
 __all__ = ["CacheBackend", "TokenCache"]
@@ -43,9 +40,6 @@ logger = logging.getLogger("flask_toucan")
 
 #: Mints a token, giving up at the monotonic deadline it is passed.
 Mint = Callable[[float], EmbedToken]
-
-BACKEND_COOLDOWN = 2.0
-ERROR_LOG_INTERVAL = 30.0
 
 
 class CacheBackend(Protocol):
@@ -77,16 +71,11 @@ class TokenCache:
         self.leases = leases
         self.front = front
         self.min_ttl = min_ttl
-        self.refresh_ahead = refresh_ahead
         self.lock_wait = lock_wait
         self.deadline = deadline
         self.locks = KeyLocks()
-        self._backend_down_until = 0.0
-        self._last_error_log = -float("inf")
-        self._renewing: set[str] = set()
-        self._guard = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_pid = 0
+        self.renewals = RenewAhead(refresh_ahead)
+        self._call = BackendGuard("token cache", "minting without the shared cache")
         self._warned_short = False
 
     # -- reading ------------------------------------------------------------
@@ -174,7 +163,8 @@ class TokenCache:
         if not force:
             token, source = self._lookup(key)
             if token is not None:
-                if self._maybe_renew_ahead(key, token, mint):
+                if self.renewals.due(token):
+                    self.renewals.start(key, lambda: self._renew(key, token, mint))
                     source = "stale"
                 if served is not None:
                     served(source)
@@ -249,7 +239,7 @@ class TokenCache:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
             token = self._fresh(key, fresh_after)
-            if token is not None or self._backend_down():
+            if token is not None or self._call.down():
                 return token
             if not self._call("lock", lambda: leases.held(key + ":lock")):
                 # The holder stores the token before it lets go of the lease, so
@@ -266,85 +256,28 @@ class TokenCache:
 
     # -- refresh-ahead ------------------------------------------------------
 
-    def _maybe_renew_ahead(self, key: str, token: EmbedToken, mint: Mint) -> bool:
-        """Renew ``token`` in the background if it is past its refresh-ahead point
-        (True then: it is served stale meanwhile)."""
-        if self.refresh_ahead <= 0 or token.issued_at is None:
-            return False
-        issued = token.issued_at.timestamp()
-        if now() - issued < (token.expires_at_epoch - issued) * self.refresh_ahead:
-            return False
-        with self._guard:
-            if key in self._renewing:
-                return True
-            self._renewing.add(key)
-        try:
-            self._pool().submit(self._renew, key, token, mint)
-        except RuntimeError:  # interpreter shutting down
-            self._renewing.discard(key)
-        return True
-
-    def _pool(self) -> ThreadPoolExecutor:
-        # Threads do not survive a fork: each gunicorn worker makes its own pool.
-        pid = os.getpid()
-        with self._guard:
-            if self._executor is None or self._executor_pid != pid:
-                self._executor = ThreadPoolExecutor(2, thread_name_prefix="toucan-renew")
-                self._executor_pid = pid
-            return self._executor
-
     def _renew(self, key: str, seen: EmbedToken, mint: Mint) -> None:
+        """Renew ``seen`` under the lease (run by :class:`RenewAhead`'s pool)."""
+        latest = self._backend_get(key)
+        if latest is not None and latest.expires_at_epoch > seen.expires_at_epoch:
+            self._front_put(key, latest)  # another process already renewed it
+            return
+        lease = self._acquire(key)
+        if lease is None:
+            return  # renewing elsewhere, or backing off after a failure
         try:
-            latest = self._backend_get(key)
-            if latest is not None and latest.expires_at_epoch > seen.expires_at_epoch:
-                self._front_put(key, latest)  # another process already renewed it
-                return
-            lease = self._acquire(key)
-            if lease is None:
-                return  # renewing elsewhere, or backing off after a failure
-            try:
-                token = mint(time.monotonic() + self.deadline)
-            except ToucanError as exc:
-                # Stale-while-error: the lease is left to expire as a back-off.
-                logger.warning(
-                    "renewing a token ahead of expiry failed (%s); still serving the "
-                    "cached one, %d seconds left",
-                    type(exc).__name__,
-                    seen.expires_in,
-                )
-                return
-            self.put(key, token)
-            self._call("unlock", lease.release)
-        except Exception:
-            logger.exception("unexpected error while renewing a token ahead of expiry")
-        finally:
-            with self._guard:
-                self._renewing.discard(key)
-
-    # -- backend failures ---------------------------------------------------
-
-    def _backend_down(self) -> bool:
-        return time.monotonic() < self._backend_down_until
-
-    def _call(self, action: str, operation: Callable[[], Any]) -> Any:
-        """``operation()``, or None when the backend fails or is cooling down."""
-        if self._backend_down():
-            return None
-        try:
-            return operation()
-        except Exception as exc:
-            current = time.monotonic()
-            self._backend_down_until = current + BACKEND_COOLDOWN
-            # A dead Redis would otherwise log once per page view.
-            if current - self._last_error_log >= ERROR_LOG_INTERVAL:
-                self._last_error_log = current
-                logger.warning(
-                    "token cache %s failed (%s: %s); minting without the shared cache",
-                    action,
-                    type(exc).__name__,
-                    exc,
-                )
-            return None
+            token = mint(time.monotonic() + self.deadline)
+        except ToucanError as exc:
+            # Stale-while-error: the lease is left to expire as a back-off.
+            logger.warning(
+                "renewing a token ahead of expiry failed (%s); still serving the "
+                "cached one, %d seconds left",
+                type(exc).__name__,
+                seen.expires_in,
+            )
+            return
+        self.put(key, token)
+        self._call("unlock", lease.release)
 
 
 class _NoLease:

@@ -12,7 +12,6 @@ host it tried and the ``TOUCAN_*`` key to check, never the API key.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import time
@@ -23,17 +22,12 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from .answers import check_clock, error_for, log_failure, parse_token
 from .apikey import ApiKey
-from .errors import (
-    ToucanAPIError,
-    ToucanAuthError,
-    ToucanRateLimited,
-    ToucanResponseError,
-    ToucanUnavailable,
-)
+from .errors import ToucanResponseError, ToucanUnavailable
 from .identity import ToucanUser
 from .settings import DEFAULTS
-from .tokens import EmbedToken, now, parse_expires_in
+from .tokens import EmbedToken, now
 from .transport import (
     RETRY_STATUSES,
     Adapter,
@@ -41,7 +35,6 @@ from .transport import (
     current,
     env_ca_bundle,
     failure_message,
-    parse_retry_after,
 )
 from .watchdog import WATCHDOG
 
@@ -51,11 +44,6 @@ logger = logging.getLogger("flask_toucan")
 
 #: A token response is a few hundred bytes; anything far bigger is not one.
 MAX_BODY_BYTES = 256 * 1024
-LOGGED_BODY_CHARS = 200
-#: Toucan's Date header and our clock may differ this much before we say so.
-CLOCK_SKEW_WARNING = 30.0
-
-_warned_skew = False
 
 
 class TokenClient:
@@ -145,49 +133,25 @@ class TokenClient:
         if status in (401, 403) and self.key.rotates:
             fresh = self.key.get(fresh=True)
             if fresh != key and time.monotonic() < ends:
-                self._log_failure(status, raw, headers.get("Content-Type", ""))
+                log_failure(status, raw, headers.get("Content-Type", ""), self.key.known())
                 logger.warning("Toucan refused the API key; retrying once with a newly fetched key")
                 sent_at = now()
                 status, headers, raw = self._attempt(body, fresh, ends)
-        self.last_skew = _check_clock(headers.get("Date"), sent_at, self.host)
+        self.last_skew = check_clock(headers.get("Date"), sent_at, self.host)
         content_type = headers.get("Content-Type", "")
         if 200 <= status < 300:
-            return self._parse_token(raw, status, sent_at, content_type)
-        self._log_failure(status, raw, content_type)
-        error = self._error_for(status, headers)
+            return parse_token(
+                raw,
+                status,
+                sent_at=sent_at,
+                max_lifetime=self.max_lifetime,
+                content_type=content_type,
+                secrets=self.key.known(),
+            )
+        log_failure(status, raw, content_type, self.key.known())
+        error = error_for(status, headers, self.host, urlsplit(self.url).path)
         logger.warning("Toucan token request failed: %s", error)
         raise error
-
-    def _error_for(self, status: int, headers: Any) -> ToucanAPIError:
-        """The typed error for a non-2xx answer, saying which key to check."""
-        where = f"Toucan at {self.host}"
-        if status in (401, 403):
-            return ToucanAuthError(
-                f"{where} refused the API key ({status}); check TOUCAN_API_KEY",
-                upstream_status=status,
-            )
-        if status == 429:
-            return ToucanRateLimited(
-                f"{where} is rate limiting token requests",
-                retry_after=parse_retry_after(headers.get("Retry-After")),
-            )
-        if status >= 500:
-            return ToucanUnavailable(f"{where} failed with status {status}", upstream_status=status)
-        if 300 <= status < 400:
-            return ToucanResponseError(
-                f"{where} answered with a redirect ({status}), which is not followed; "
-                "check TOUCAN_BASE_URL",
-                upstream_status=status,
-            )
-        if status == 404:
-            return ToucanResponseError(
-                f"{where} has no token endpoint at {urlsplit(self.url).path} (404); "
-                "check TOUCAN_TOKEN_PATH and TOUCAN_BASE_URL",
-                upstream_status=status,
-            )
-        return ToucanResponseError(
-            f"{where} rejected the token request ({status})", upstream_status=status
-        )
 
     def _attempt(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
         current.deadline = ends
@@ -254,79 +218,7 @@ class TokenClient:
             )
         return b"".join(chunks)
 
-    def _parse_token(
-        self, raw: bytes, status: int, sent_at: float, content_type: str
-    ) -> EmbedToken:
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            self._log_failure(status, raw, content_type)
-            raise ToucanResponseError(
-                "Toucan's answer was not JSON", upstream_status=status
-            ) from None
-        token = data.get("token") if isinstance(data, dict) else None
-        if not isinstance(token, str) or not token.strip():
-            # Do not log the body: it may hold a token-like secret in the wrong field.
-            logger.warning("Toucan's %d answer held no usable token", status)
-            raise ToucanResponseError(
-                "Toucan's answer held no usable token", upstream_status=status
-            )
-        assert isinstance(data, dict)
-        lifetime = parse_expires_in(data.get("expiresIn"), self.max_lifetime)
-        return EmbedToken.from_lifetime(token, lifetime, sent_at)
-
-    def _log_failure(self, status: int, raw: bytes, content_type: str = "") -> None:
-        """Log what Toucan said, never its raw body: only the ``code`` and ``message``
-        fields of a JSON error, scrubbed of the API key before they are shortened."""
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict) or not ({"code", "message"} & data.keys()):
-            kind = content_type.split(";")[0].strip() or "no content type"
-            logger.warning(
-                "Toucan answered %d to a token request (%s, %d bytes)", status, kind, len(raw)
-            )
-            return
-        fields = {name: self._scrub(data.get(name)) for name in ("code", "message")}
-        logger.warning(
-            "Toucan answered %d to a token request: code=%r message=%r",
-            status,
-            fields["code"],
-            fields["message"],
-        )
-
-    def _scrub(self, value: object) -> str | None:
-        if value is None:
-            return None
-        text = str(value)
-        for key in self.key.known():
-            text = text.replace(key, "<api-key>")
-        return text if len(text) <= LOGGED_BODY_CHARS else text[:LOGGED_BODY_CHARS] + "..."
-
 
 def default_deadline(timeout: tuple[float, float], max_retries: int) -> float:
     """TOUCAN_MINT_DEADLINE when unset: every attempt's timeouts plus backoff, at most 30 s."""
     return min(30.0, sum(timeout) * (max_retries + 1) + 0.5 * max_retries)
-
-
-def _check_clock(date: str | None, sent_at: float, host: str) -> float | None:
-    """Seconds Toucan's clock is ahead of ours (None without a usable Date header);
-    warns once per process past CLOCK_SKEW_WARNING."""
-    global _warned_skew
-    if not date:
-        return None
-    try:
-        theirs = email.utils.parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    skew = theirs - sent_at
-    if abs(skew) > CLOCK_SKEW_WARNING and not _warned_skew:
-        _warned_skew = True
-        logger.warning(
-            "Toucan at %s reports a time %+.0f s from this server's clock; token expiry "
-            "is still counted from this server's clock, but check its time sync (NTP)",
-            host,
-            skew,
-        )
-    return skew
