@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -164,7 +165,7 @@ class TokenCache:
             token, source = self._lookup(key)
             if token is not None:
                 if self.renewals.due(token):
-                    self.renewals.start(key, lambda: self._renew(key, token, mint))
+                    self.renewals.start(key, functools.partial(self._renew, key, token, mint))
                     source = "stale"
                 if served is not None:
                     served(source)
