@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 
-from .checks import Instance
 from .client import TokenClient
 from .errors import ToucanError
 from .identity import ToucanUser
+from .instances import Instance
 from .settings import unknown_keys
 
 __all__ = ["run_checks"]

@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .checks import CHECKS, ApiKey, Instance, redact
+from . import checks, instances
+from .checks import Check, redact
 from .errors import ToucanConfigError
 from .identity import DEFAULT_ROLE
+from .instances import Instance, KeySource
 from .tokens import MAX_LIFETIME
 
 __all__ = [
@@ -34,10 +36,11 @@ DERIVED = object()
 
 @dataclass(frozen=True)
 class Key:
-    """One config key: its default and the one-line description the docs show."""
+    """One config key: its default, its check, and the one-line description the docs show."""
 
     name: str
     default: Any
+    check: Check
     doc: str
 
     @property
@@ -46,64 +49,95 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("TOUCAN_API_KEY", DERIVED, "your Toucan API key (default: env TOUCAN_API_KEY); "
+    Key("TOUCAN_API_KEY", DERIVED, instances.api_key,
+        "your Toucan API key (default: env TOUCAN_API_KEY); "
         "required unless preview mode"),
-    Key("TOUCAN_BASE_URL", "https://toucanai.cloud", "SaaS or your self-hosted instance"),
-    Key("TOUCAN_TOKEN_PATH", "/embed/generate-token",
+    Key("TOUCAN_BASE_URL", "https://toucanai.cloud", instances.base_url,
+        "SaaS or your self-hosted instance"),
+    Key("TOUCAN_TOKEN_PATH", "/embed/generate-token", checks.path,
         "token endpoint path (older docs: /api/generate-token)"),
-    Key("TOUCAN_SERVER_URL", DERIVED, "the components' server-url (default: base + /api)"),
-    Key("TOUCAN_SCRIPT_URL", DERIVED,
+    Key("TOUCAN_SERVER_URL", DERIVED, checks.url,
+        "the components' server-url (default: base + /api)"),
+    Key("TOUCAN_SCRIPT_URL", DERIVED, checks.string,
         "the web-components module (default: base + /embed/embed.js)"),
-    Key("TOUCAN_DEFAULT_ROLE", DEFAULT_ROLE, "role when the user loader gives none"),
-    Key("TOUCAN_TIMEOUT", (3.05, 10), "connect, read seconds (one number sets both)"),
-    Key("TOUCAN_MAX_RETRIES", 2, "retries on 429/502/503/504 and connection errors"),
-    Key("TOUCAN_MIN_TOKEN_TTL", 300, "the serving margin: a cached token is handed out while it "
+    Key("TOUCAN_DEFAULT_ROLE", DEFAULT_ROLE, checks.string,
+        "role when the user loader gives none"),
+    Key("TOUCAN_TIMEOUT", (3.05, 10), checks.timeout,
+        "connect, read seconds (one number sets both)"),
+    Key("TOUCAN_MAX_RETRIES", 2, checks.integer(0),
+        "retries on 429/502/503/504 and connection errors"),
+    Key("TOUCAN_MIN_TOKEN_TTL", 300, checks.integer(0),
+        "the serving margin: a cached token is handed out while it "
         "has more than min(this, a quarter of its lifetime) seconds left"),
-    Key("TOUCAN_MINT_DEADLINE", None, "total seconds one mint may take: connect, TLS, headers, "
+    Key("TOUCAN_MINT_DEADLINE", None, checks.optional(checks.number(0.1, 300)),
+        "total seconds one mint may take: connect, TLS, headers, "
         "body, retries, waiting on another's mint (default: from the timeouts, at most 30)"),
-    Key("TOUCAN_MAX_TOKEN_LIFETIME", MAX_LIFETIME, "lifetimes Toucan announces above this "
+    Key("TOUCAN_MAX_TOKEN_LIFETIME", MAX_LIFETIME, checks.integer(1),
+        "lifetimes Toucan announces above this "
         "are capped, with a warning"),
-    Key("TOUCAN_PROXIES", None, "proxies for the token request, e.g. {'https': "
+    Key("TOUCAN_PROXIES", None, checks.proxies,
+        "proxies for the token request, e.g. {'https': "
         "'http://proxy:3128'} (default: HTTPS_PROXY/HTTP_PROXY/NO_PROXY; never .netrc)"),
-    Key("TOUCAN_VERIFY", True, "TLS verification: True, or a CA bundle path for a private CA "
+    Key("TOUCAN_VERIFY", True, checks.verify,
+        "TLS verification: True, or a CA bundle path for a private CA "
         "(REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are honoured)"),
-    Key("TOUCAN_ALLOW_HTTP", False, "allow a plain http:// TOUCAN_BASE_URL that is not "
+    Key("TOUCAN_ALLOW_HTTP", False, checks.boolean,
+        "allow a plain http:// TOUCAN_BASE_URL that is not "
         "loopback (the API key would travel in clear)"),
-    Key("TOUCAN_CACHE_CONFIG", None, "a flask-caching config dict (default: in-process "
+    Key("TOUCAN_CACHE_CONFIG", None, checks.cache_config,
+        "a flask-caching config dict (default: in-process "
         "SimpleCache); Toucan(app, cache=...) wins"),
-    Key("TOUCAN_CACHE_KEY_PREFIX", "toucan:", "namespace of our keys in a shared cache"),
-    Key("TOUCAN_URL_PREFIX", "/toucan", "where the blueprint (scripts, refresh) is mounted"),
-    Key("TOUCAN_REFRESH", True, "include the token refresh controller with toucan_script()"),
-    Key("TOUCAN_REFRESH_STRATEGY", "attribute",
+    Key("TOUCAN_CACHE_KEY_PREFIX", "toucan:", checks.prefix,
+        "namespace of our keys in a shared cache"),
+    Key("TOUCAN_URL_PREFIX", "/toucan", checks.url_prefix,
+        "where the blueprint (scripts, refresh) is mounted"),
+    Key("TOUCAN_REFRESH", True, checks.boolean,
+        "include the token refresh controller with toucan_script()"),
+    Key("TOUCAN_REFRESH_STRATEGY", "attribute", checks.choice("attribute", "remount"),
         "how the controller hands a component a new token: attribute or remount"),
-    Key("TOUCAN_PREVIEW", False, "offline preview: tokens minted in process, stand-in "
+    Key("TOUCAN_PREVIEW", False, checks.boolean,
+        "offline preview: tokens minted in process, stand-in "
         "components, no Toucan account needed"),
-    Key("TOUCAN_PREVIEW_TOKEN_LIFETIME", 3600, "seconds of life of preview tokens"),
-    Key("TOUCAN_REFRESH_AHEAD", 0.5, "share of a token's life after which it is renewed in "
+    Key("TOUCAN_PREVIEW_TOKEN_LIFETIME", 3600, checks.integer(1),
+        "seconds of life of preview tokens"),
+    Key("TOUCAN_REFRESH_AHEAD", 0.5, checks.number(0, 1),
+        "share of a token's life after which it is renewed in "
         "the background (0 = off)"),
-    Key("TOUCAN_LOCK_TIMEOUT", 10, "seconds a mint lease lives in the shared cache"),
-    Key("TOUCAN_LOCK_WAIT", 5.0, "seconds a request waits for another one's mint of the "
+    Key("TOUCAN_LOCK_TIMEOUT", 10, checks.integer(1),
+        "seconds a mint lease lives in the shared cache"),
+    Key("TOUCAN_LOCK_WAIT", 5.0, checks.number(0),
+        "seconds a request waits for another one's mint of the "
         "same token before minting itself"),
-    Key("TOUCAN_FRONT_CACHE_SIZE", 1000,
+    Key("TOUCAN_FRONT_CACHE_SIZE", 1000, checks.integer(0),
         "entries of the in-process front cache over a shared backend"),
-    Key("TOUCAN_FRONT_CACHE_TTL", 30, "seconds a front-cache entry may live (0 = off)"),
-    Key("TOUCAN_TRUSTED_ORIGINS", (), "extra origins (https://host[:port]) the refresh endpoint "
+    Key("TOUCAN_FRONT_CACHE_TTL", 30, checks.number(0),
+        "seconds a front-cache entry may live (0 = off)"),
+    Key("TOUCAN_TRUSTED_ORIGINS", (), checks.origins,
+        "extra origins (https://host[:port]) the refresh endpoint "
         "accepts, e.g. a sibling subdomain"),
-    Key("TOUCAN_INSTANCES", {}, "name -> {'BASE_URL', 'API_KEY', optional 'TOKEN_PATH', "
+    Key("TOUCAN_INSTANCES", {}, instances.named_instances,
+        "name -> {'BASE_URL', 'API_KEY', optional 'TOKEN_PATH', "
         "'SERVER_URL', 'SCRIPT_URL'}; ToucanUser(instance=name) selects one"),
-    Key("TOUCAN_API_KEY_TTL", 300, "seconds a key returned by a callable TOUCAN_API_KEY "
+    Key("TOUCAN_API_KEY_TTL", 300, checks.integer(0),
+        "seconds a key returned by a callable TOUCAN_API_KEY "
         "is reused (it is called again at once after a 401/403)"),
-    Key("TOUCAN_REQUIRED_ATTRIBUTES", None, "attribute names, or a dict name -> type(s), "
+    Key("TOUCAN_REQUIRED_ATTRIBUTES", None, checks.required_attributes,
+        "attribute names, or a dict name -> type(s), "
         "every user must carry: no token otherwise (fail closed)"),
-    Key("TOUCAN_PREFETCH_ON_LOGIN", False, "mint in the background on Flask-Login's "
+    Key("TOUCAN_PREFETCH_ON_LOGIN", False, checks.boolean,
+        "mint in the background on Flask-Login's "
         "user_logged_in, so the first analytics view finds the token ready"),
-    Key("TOUCAN_EMBED_PAGES", False, "ready-made embed pages: True (every id), a list of "
+    Key("TOUCAN_EMBED_PAGES", False, checks.embed_pages,
+        "ready-made embed pages: True (every id), a list of "
         "dashboard/chart ids, or a callable (kind, item_id) -> bool"),
-    Key("TOUCAN_EMBED_LAYOUT", None, "the app's base template for embed pages (blocks head "
+    Key("TOUCAN_EMBED_LAYOUT", None, checks.optional(checks.string),
+        "the app's base template for embed pages (blocks head "
         "and content); default: a minimal full-viewport layout"),
-    Key("TOUCAN_EMBED_FRAME_ANCESTORS", "'self'", "frame-ancestors sent (merged into any "
+    Key("TOUCAN_EMBED_FRAME_ANCESTORS", "'self'", checks.frame_ancestors,
+        "frame-ancestors sent (merged into any "
         "Content-Security-Policy) on embed pages"),
-    Key("TOUCAN_ON_ERROR", "raise", "raise: a failed mint is a 502/503 page; placeholder: "
+    Key("TOUCAN_ON_ERROR", "raise", checks.choice("raise", "placeholder"),
+        "raise: a failed mint is a 502/503 page; placeholder: "
         "the page renders, each component becomes toucan/unavailable.html"),
 )  # fmt: skip
 
@@ -114,7 +148,7 @@ DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS if k.default is not 
 class Settings:
     """The checked config of one app, frozen at ``init_app``. Fields: the keys, lower case."""
 
-    api_key: ApiKey | None
+    api_key: KeySource | None
     base_url: str
     token_path: str
     server_url: str
@@ -208,8 +242,8 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
     """Check every ``TOUCAN_*`` key; a wrong one raises ToucanConfigError naming it."""
     try:
         # TOUCAN_PREVIEW first: whether the API key is required depends on it.
-        CHECKS["TOUCAN_PREVIEW"](config, "TOUCAN_PREVIEW")
-        return Settings(**{key.field: CHECKS[key.name](config, key.name) for key in KEYS})
+        checks.boolean(config, "TOUCAN_PREVIEW")
+        return Settings(**{key.field: key.check(config, key.name) for key in KEYS})
     except ToucanConfigError as exc:
         # A typo (TOUCAN_PREVEIW) often causes the error reported (no API key): say so.
         hint = did_you_mean(config)

@@ -12,11 +12,11 @@ from cachelib.simple import SimpleCache
 
 from .backends import FrontCache
 from .cache import TokenCache
-from .checks import Instance
 from .client import TokenClient, default_deadline
 from .coordination import leases_for
 from .errors import ToucanConfigError
 from .identity import ToucanUser, cache_key
+from .instances import Instance
 from .preview import PreviewMinter
 from .settings import Settings
 from .tokens import EmbedToken, Minter
