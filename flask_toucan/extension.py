@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-from flask import (
-    Flask,
-    current_app,
-    g,
-    has_app_context,
-    has_request_context,
-    request_finished,
-)
+from flask import Flask, current_app, g, has_app_context, has_request_context
 from flask_caching import Cache
 
-from . import cli, signals
+from . import cli
 from .backends import backend_for
 from .cli import toucan_cli
 from .errors import (
@@ -29,19 +20,14 @@ from .errors import (
     ToucanForbidden,
     ToucanUserRequired,
 )
-from .identity import ToucanUser, check_required
-from .pages import merge_frame_ancestors
-from .prefetch import Prefetcher
+from .identity import ToucanUser
+from .prefetch import Prefetcher, connect_login
 from .settings import apply_defaults, read_settings, unknown_keys
 from .state import AppState, RequestState
-from .templating import CurrentToken, TemplateGlobals
+from .templating import TemplateGlobals
 from .tokens import EmbedToken
 from .variants import TokenVariants, Variant, VariantRegistry
-from .views import (
-    create_blueprint,
-    debug_checks,
-    no_store_when_token_sent,
-)
+from .views import install, run_first
 
 __all__ = ["Toucan"]
 
@@ -91,29 +77,11 @@ class Toucan(TemplateGlobals):
         variants = TokenVariants(lambda: app.secret_key)
         backend = backend_for(app, settings, self._cache)
         app.extensions["toucan"] = AppState(self, settings, backend, variants, app)
-        app.register_blueprint(
-            create_blueprint(settings.url_prefix, embed_pages=bool(settings.embed_pages))
-        )
-        if settings.embed_pages:
-            request_finished.connect(merge_frame_ancestors, app, weak=False)
+        install(app, settings)
         app.cli.add_command(toucan_cli)
-        app.add_template_global(self.script, "toucan_script")
-        app.add_template_global(self.dashboard, "toucan_dashboard")
-        app.add_template_global(self.chart, "toucan_chart")
-        app.add_template_global(self.assistant, "toucan_assistant")
-        app.add_template_global(CurrentToken(self), "toucan_token")
-        app.after_request(no_store_when_token_sent)
-        if app.debug:  # development help; nothing of it runs outside debug mode
-            app.after_request(debug_checks)
+        self.register_globals(app)
         if settings.prefetch_on_login:
-            try:
-                from flask_login import user_logged_in  # type: ignore[import-untyped]
-            except ImportError:
-                raise ToucanConfigError(
-                    "TOUCAN_PREFETCH_ON_LOGIN needs Flask-Login (pip install flask-login), "
-                    "or set it to False and call toucan.prefetch() after your own sign-in"
-                ) from None
-            user_logged_in.connect(self._prefetch_on_login, app, weak=False)
+            connect_login(app, self._prefetch_on_login)
 
     def user_loader(self, loader: UserLoader) -> UserLoader:
         """Register the function returning the current user as a ToucanUser (or None)."""
@@ -190,43 +158,7 @@ class Toucan(TemplateGlobals):
     def get_token(self, user: AnyUser | None = None, *, force: bool = False) -> EmbedToken:
         """A token for ``user`` (default: the request's user), cached while it has life left."""
         rs, state, resolved = self._resolve(user)
-        return self._token(rs, state, resolved, force)
-
-    def _token(
-        self,
-        rs: RequestState | None,
-        state: AppState,
-        user: ToucanUser,
-        force: bool = False,
-        page: bool = False,
-    ) -> EmbedToken:
-        if rs is not None:
-            if rs.sent and not rs.no_store:
-                # A streamed response: its headers went out without no-store, so a
-                # shared cache could keep this token for everyone. Refuse.
-                raise ToucanConfigError(
-                    "a token was needed after the response headers were sent (a streamed "
-                    "template?): decorate the view with @toucan.inject_token so the token "
-                    "is minted, and the response marked private, before streaming starts"
-                )
-            rs.no_store = True  # a token goes out with this response
-        check_required(user, state.settings.required_attributes)  # fail closed, before any call
-        minter = state.minter(user.instance)
-        key = state.key_for(user, minter)
-        if rs is not None and rs.token is not None and rs.token_key == key and not force:
-            signals.served(state, user, "request")
-            return rs.token
-        token = state.cache.get_or_mint(
-            key,
-            signals.observed_mint(state, minter, user),
-            force=force,
-            served=(lambda source: signals.served(state, user, source))
-            if signals.token_served.receivers
-            else None,
-        )
-        if page and rs is not None:
-            rs.token, rs.token_key = token, key  # the page's components use this one
-        return token
+        return state.token(resolved, force=force, rs=rs)
 
     def prefetch(self, user: AnyUser | None = None) -> None:
         """Mint ``user``'s token (default: the request's) in the background; never raises.
@@ -271,7 +203,7 @@ class Toucan(TemplateGlobals):
                 else:
                     user = self._require_user(rs)
                 rs.instance = self._same_instance(rs, user.instance)
-                self._token(rs, rs.app, user, page=True)
+                rs.app.token(user, rs=rs, page=True)
             except (ToucanAPIError, InvalidToucanUser) as exc:
                 if rs.app.settings.on_error != "placeholder":
                     raise
@@ -332,21 +264,7 @@ class Toucan(TemplateGlobals):
                 rs.decorated = True
                 g.toucan_token = self._page_token(rs)
 
-            if inspect.iscoroutinefunction(func):
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                    prepare()
-                    return await func(*args, **kwargs)
-
-                return async_wrapper  # type: ignore[return-value]
-
-            @functools.wraps(func)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                prepare()
-                return func(*args, **kwargs)
-
-            return wrapper
+            return run_first(prepare, func)
 
         return decorate(view) if view is not None else decorate
 
@@ -363,4 +281,4 @@ class Toucan(TemplateGlobals):
             if not variant.allowed():
                 raise InvalidVariant("access_revoked", "allow() refused this user")
             user = variant.apply(user)
-        return self._token(rs, rs.app, user)
+        return rs.app.token(user, rs=rs)

@@ -15,10 +15,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from flask import Flask
+
 from . import signals
+from .errors import ToucanConfigError
 from .identity import ToucanUser, check_required
 
-__all__ = ["MAX_PENDING", "WORKERS", "Prefetcher"]
+__all__ = ["MAX_PENDING", "WORKERS", "Prefetcher", "connect_login"]
 
 logger = logging.getLogger("flask_toucan")
 
@@ -78,3 +81,16 @@ class Prefetcher:
         finally:
             with self._lock:
                 self.pending -= 1
+
+
+def connect_login(app: Flask, receiver: Callable[..., None]) -> None:
+    """Call ``receiver`` on Flask-Login's ``user_logged_in`` in ``app``
+    (TOUCAN_PREFETCH_ON_LOGIN)."""
+    try:
+        from flask_login import user_logged_in  # type: ignore[import-untyped]
+    except ImportError:
+        raise ToucanConfigError(
+            "TOUCAN_PREFETCH_ON_LOGIN needs Flask-Login (pip install flask-login), "
+            "or set it to False and call toucan.prefetch() after your own sign-in"
+        ) from None
+    user_logged_in.connect(receiver, app, weak=False)

@@ -10,12 +10,13 @@ from typing import Any
 
 from cachelib.simple import SimpleCache
 
+from . import signals
 from .backends import FrontCache
 from .cache import TokenCache
 from .client import TokenClient, default_deadline
 from .coordination import leases_for
 from .errors import ToucanConfigError
-from .identity import ToucanUser, cache_key
+from .identity import ToucanUser, cache_key, check_required
 from .instances import Instance
 from .preview import PreviewMinter
 from .settings import Settings
@@ -89,6 +90,36 @@ class AppState:
                     self._minters[instance] = found
         return found
 
+    def token(
+        self,
+        user: ToucanUser,
+        *,
+        force: bool = False,
+        rs: RequestState | None = None,
+        page: bool = False,
+    ) -> EmbedToken:
+        """A token for ``user``: the request's own (``page``: kept for the rest of the
+        request), cached, or minted once across processes (reported through signals)."""
+        if rs is not None:
+            rs.send_token()
+        check_required(user, self.settings.required_attributes)  # fail closed, before any call
+        minter = self.minter(user.instance)
+        key = self.key_for(user, minter)
+        if rs is not None and rs.token is not None and rs.token_key == key and not force:
+            signals.served(self, user, "request")
+            return rs.token
+        token = self.cache.get_or_mint(
+            key,
+            signals.observed_mint(self, minter, user),
+            force=force,
+            served=(lambda source: signals.served(self, user, source))
+            if signals.token_served.receivers
+            else None,
+        )
+        if page and rs is not None:
+            rs.token, rs.token_key = token, key  # the page's components use this one
+        return token
+
     def key_for(self, user: ToucanUser, minter: Minter | None = None) -> str:
         """The cache key of ``user``'s token: instance, current key and whole identity."""
         inst = self.instance(user.instance)
@@ -138,6 +169,18 @@ class RequestState:
         self.sent = False  # the response headers are final (after_request has run)
         self.decorated = False  # a view decorated with inject_token ran (debug checks)
         self.used = False  # a helper or toucan_token used this request's token (debug checks)
+
+    def send_token(self) -> None:
+        """Mark the response as carrying a token: ``Cache-Control: private, no-store``."""
+        if self.sent and not self.no_store:
+            # A streamed response: its headers went out without no-store, so a shared
+            # cache could keep this token for everyone. Refuse.
+            raise ToucanConfigError(
+                "a token was needed after the response headers were sent (a streamed "
+                "template?): decorate the view with @toucan.inject_token so the token "
+                "is minted, and the response marked private, before streaming starts"
+            )
+        self.no_store = True
 
 
 def _token_cache(backend: Any, s: Settings) -> TokenCache:

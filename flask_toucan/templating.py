@@ -1,12 +1,13 @@
 """The template globals of the extension: ``toucan_script()``, the component helpers and
 ``toucan_token``, as a mixin of :class:`~flask_toucan.Toucan` (which provides the request
-state and the page token they read)."""
+state and the page token they read); and what stands in for a component without a token."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flask import current_app, has_request_context, render_template
 from flask import url_for as flask_url_for
 from markupsafe import Markup
 
@@ -16,11 +17,12 @@ from .state import _UNSET, RequestState
 from .tokens import EmbedToken, now
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .identity import ToucanUser
     from .state import AppState
-from .views import csp_nonce, placeholder
 
-__all__ = ["CurrentToken", "TemplateGlobals"]
+__all__ = ["CurrentToken", "TemplateGlobals", "csp_nonce", "placeholder"]
 
 
 class TemplateGlobals:
@@ -33,6 +35,14 @@ class TemplateGlobals:
         def _user(self, rs: RequestState) -> ToucanUser | None: ...
         def _page_token(self, rs: RequestState) -> EmbedToken | None: ...
         def get_token(self, user: Any = None, *, force: bool = False) -> EmbedToken: ...
+
+    def register_globals(self, app: Flask) -> None:
+        """Make the helpers and ``toucan_token`` template globals of ``app``."""
+        app.add_template_global(self.script, "toucan_script")
+        app.add_template_global(self.dashboard, "toucan_dashboard")
+        app.add_template_global(self.chart, "toucan_chart")
+        app.add_template_global(self.assistant, "toucan_assistant")
+        app.add_template_global(CurrentToken(self), "toucan_token")
 
     @staticmethod
     def _same_instance(rs: RequestState, instance: str | None) -> str | None:
@@ -139,3 +149,28 @@ class CurrentToken:
 
     def __repr__(self) -> str:
         return "<toucan_token>"
+
+
+def placeholder(tag: str, fixed: Mapping[str, object], attrs: Mapping[str, object]) -> Markup:
+    """What stands in for a component when no token could be had (TOUCAN_ON_ERROR)."""
+    layout = {
+        markup.attribute_name(k): v
+        for k, v in attrs.items()
+        if k in ("style", "class_", "class", "id")
+    }
+    html = render_template(
+        "toucan/unavailable.html",
+        kind="assistant" if tag == "tc-ai-assistant" else "dashboard",
+        item_id=fixed.get("dashboard-id") or fixed.get("chart-id"),
+        layout=markup.html_attributes(layout),
+    )
+    return Markup(html)  # noqa: S704 - rendered by an autoescaped template
+
+
+def csp_nonce() -> str | None:
+    # Flask-Talisman (and look-alikes) expose the request's nonce as a Jinja global.
+    nonce_fn = current_app.jinja_env.globals.get("csp_nonce")
+    if callable(nonce_fn) and has_request_context():
+        nonce = nonce_fn()
+        return str(nonce) if nonce else None
+    return None

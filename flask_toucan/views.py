@@ -1,4 +1,4 @@
-"""The HTTP side: the blueprint (refresh endpoint, scripts), response headers, placeholders.
+"""The HTTP side: the blueprint (refresh endpoint, scripts) and the response headers.
 
 ``POST <prefix>/token`` hands the current user (from the server-side
 ``user_loader``, never from the request) a token through the same cache as pages.
@@ -13,9 +13,12 @@ The user is checked before the body is read, and the body is capped.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
@@ -23,27 +26,26 @@ from flask import (
     Flask,
     current_app,
     g,
-    has_request_context,
     jsonify,
-    render_template,
     request,
+    request_finished,
 )
 from flask.typing import ResponseReturnValue
-from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from . import markup, signals
+from . import signals
 from .errors import InvalidToucanUser, InvalidVariant, ToucanAPIError, ToucanUserRequired
-from .pages import register_pages
+from .pages import merge_frame_ancestors, register_pages
+from .settings import Settings
 from .state import RequestState
 
 __all__ = [
     "REFRESH_HEADER",
     "create_blueprint",
-    "csp_nonce",
     "exempt_from_csrf",
+    "install",
     "no_store_when_token_sent",
-    "placeholder",
+    "run_first",
 ]
 
 logger = logging.getLogger("flask_toucan")
@@ -52,6 +54,40 @@ logger = logging.getLogger("flask_toucan")
 REFRESH_HEADER = "X-Toucan-Refresh"
 REFRESH_VIEW = "flask_toucan.views.refresh_token"
 _SAME_SITE_FETCH = {"same-origin", "none"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def install(app: Flask, settings: Settings) -> None:
+    """Mount the blueprint on ``app`` and add the response hooks."""
+    app.register_blueprint(
+        create_blueprint(settings.url_prefix, embed_pages=bool(settings.embed_pages))
+    )
+    if settings.embed_pages:
+        request_finished.connect(merge_frame_ancestors, app, weak=False)
+    app.after_request(no_store_when_token_sent)
+    if app.debug:  # development help; nothing of it runs outside debug mode
+        app.after_request(debug_checks)
+
+
+def run_first(prepare: Callable[[], None], view: Callable[P, R]) -> Callable[P, R]:
+    """``view`` (sync or async) wrapped so that ``prepare()`` runs before it."""
+    if inspect.iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            prepare()
+            return await view(*args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        prepare()
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def create_blueprint(url_prefix: str, embed_pages: bool = False) -> Blueprint:
@@ -193,31 +229,6 @@ def exempt_from_csrf(app: Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None and hasattr(csrf, "exempt"):
         csrf.exempt(REFRESH_VIEW)
-
-
-def placeholder(tag: str, fixed: Mapping[str, object], attrs: Mapping[str, object]) -> Markup:
-    """What stands in for a component when no token could be had (TOUCAN_ON_ERROR)."""
-    layout = {
-        markup.attribute_name(k): v
-        for k, v in attrs.items()
-        if k in ("style", "class_", "class", "id")
-    }
-    html = render_template(
-        "toucan/unavailable.html",
-        kind="assistant" if tag == "tc-ai-assistant" else "dashboard",
-        item_id=fixed.get("dashboard-id") or fixed.get("chart-id"),
-        layout=markup.html_attributes(layout),
-    )
-    return Markup(html)  # noqa: S704 - rendered by an autoescaped template
-
-
-def csp_nonce() -> str | None:
-    # Flask-Talisman (and look-alikes) expose the request's nonce as a Jinja global.
-    nonce_fn = current_app.jinja_env.globals.get("csp_nonce")
-    if callable(nonce_fn) and has_request_context():
-        nonce = nonce_fn()
-        return str(nonce) if nonce else None
-    return None
 
 
 def no_store_when_token_sent(response: Response) -> Response:
