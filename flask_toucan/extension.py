@@ -11,7 +11,6 @@ from flask_caching import Cache
 
 from . import cli
 from .backends import backend_for
-from .cli import toucan_cli
 from .errors import (
     InvalidToucanUser,
     InvalidVariant,
@@ -78,7 +77,7 @@ class Toucan(TemplateGlobals):
         backend = backend_for(app, settings, self._cache)
         app.extensions["toucan"] = AppState(self, settings, backend, variants, app)
         install(app, settings)
-        app.cli.add_command(toucan_cli)
+        app.cli.add_command(cli.toucan_cli)
         self.register_globals(app)
         if settings.prefetch_on_login:
             connect_login(app, self._prefetch_on_login)

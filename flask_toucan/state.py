@@ -1,4 +1,5 @@
-"""What the extension keeps per app (``app.extensions["toucan"]``) and per request (``g``)."""
+"""What the extension keeps per app (``app.extensions["toucan"]``) and per request (``g``),
+and the token path both share: ``AppState.token``."""
 
 from __future__ import annotations
 
