@@ -6,7 +6,8 @@ reference to it: the variant's name and a digest of the user's whole identity (i
 role, attributes, permissions), signed with the app's ``SECRET_KEY`` and
 timestamped. The refresh endpoint renews a variant only when the reference is
 genuine and younger than :data:`MAX_AGE`, the current user has exactly that
-identity, and ``allow()`` still says yes. The browser never names a role or
+identity, and ``allow()`` still says yes; it then answers with the reference signed
+anew, which the page sends next time. The browser never names a role or
 permissions: they are looked up here, on the server.
 """
 
@@ -25,8 +26,9 @@ from .tokens import now
 
 __all__ = ["MAX_AGE", "MAX_VARIANTS", "TokenVariants", "Variant", "VariantRegistry"]
 
-#: Seconds a page's variant reference stays valid. A page left open longer stops
-#: renewing its variant components (they fire ``toucan:access-revoked``) until reloaded.
+#: Seconds a variant reference stays valid. Each refresh hands the page a newly signed
+#: one, so only a page that could not refresh for this long (a laptop asleep for a
+#: day) stops renewing its variant components (``toucan:access-revoked``) until reloaded.
 MAX_AGE = 24 * 3600
 #: Variants one extension may register: one per decorated view, so far above any app.
 MAX_VARIANTS = 1000
@@ -106,6 +108,11 @@ class TokenVariants:
     def sign(self, variant: Variant, user: ToucanUser) -> str:
         """The reference a page carries for ``variant``, bound to ``user`` (before overrides)."""
         return str(self._serializer().dumps({"v": variant.name, "u": identity_digest(user)}))
+
+    def renew(self, reference: str) -> str:
+        """``reference`` (already resolved) signed anew: same variant, same identity, now."""
+        serializer = self._serializer()
+        return str(serializer.dumps(serializer.loads(reference)))
 
     def resolve(self, reference: str, user: ToucanUser, registry: VariantRegistry) -> Variant:
         """The variant ``reference`` names, if it is genuine, fresh and ``user``'s."""

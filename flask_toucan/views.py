@@ -216,7 +216,11 @@ def _refresh() -> Response:
         logger.exception("the user_loader returned a user flask_toucan cannot send to Toucan")
         return _json_error(500, "invalid_user", "analytics are unavailable")
     # get_token() marked the request: the app's after_request adds no-store and Vary.
-    return jsonify(token.to_dict())
+    body = token.to_dict()
+    if reference is not None:
+        # Signed anew: a page that keeps refreshing keeps its variant past MAX_AGE.
+        body["variant"] = state.variants.renew(reference)
+    return jsonify(body)
 
 
 def exempt_from_csrf(app: Flask) -> None:

@@ -504,6 +504,39 @@ def test_revoked_variant_stops_while_the_rest_renews(
     page.context.close()
 
 
+def test_variant_keeps_renewing_past_the_reference_max_age(
+    browser: Browser,
+    serve: Callable[[Flask], LiveServer],
+    short_fake: FakeToucan,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # References live 9 s here instead of a day; a token is renewed every ~6 s. The
+    # page's own reference is too old by the second refresh: only renewed ones work.
+    monkeypatch.setattr("flask_toucan.variants.MAX_AGE", LIFETIME + 1)
+    app = browser_app(short_fake)
+    toucan = app.extensions["toucan"].toucan
+
+    @app.get("/admin")
+    @toucan.inject_token(role="admin")
+    def admin() -> str:
+        return render_template_string(
+            "<!doctype html><html><head>{{ toucan_script() }}</head><body>"
+            "{{ toucan_assistant(id='chat') }}</body></html>"
+        )
+
+    server = serve(app)
+    page = open_page(browser, server.url)
+    page.goto(server.url + "/admin")
+    page.wait_for_selector("#chat[data-toucan-variant]")
+    wait_for(lambda: len(tokens_of(page, "chat")) >= 4, 40, "three renewals of the variant")
+    assert not events(page, "toucan:access-revoked")
+    assert set(app.extensions["refresh_statuses"]) == {200}
+    history = tokens_of(page, "chat")
+    assert {decode_fake_token(h["token"])["role"] for h in history} == {"admin"}
+    assert_replaced_before_expiry(history)
+    page.context.close()
+
+
 def test_origin_refusal_keeps_the_elements_and_names_the_fix(
     launch: Callable[..., Launched],
 ) -> None:

@@ -368,6 +368,39 @@ def test_expired_reference_is_refused(
     assert len(fake.mints) == mints
 
 
+def test_each_refresh_renews_the_reference(
+    make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
+) -> None:
+    """A page left open for days keeps its variant: every refresh hands back a newly
+    signed reference, checked exactly as the first (identity, allow())."""
+    from flask_toucan.variants import MAX_AGE
+
+    directory = Directory()
+    client = admin_app(make_app, directory).test_client()
+    reference = admin_reference(client)
+    assert "variant" not in refresh(client).json  # a plain refresh has no reference
+    previous = None
+    for _day in range(3):
+        clock.advance(MAX_AGE - 60)  # the current reference is nearly a day old
+        if previous is not None:  # the one before it is past MAX_AGE
+            expired = refresh(client, json={"variant": previous})
+            assert expired.status_code == 403
+            assert expired.json["code"] == "variant_expired"
+        renewed = refresh(client, json={"variant": reference})
+        assert renewed.status_code == 200
+        assert decode_fake_token(renewed.json["token"])["role"] == "admin"
+        previous, reference = reference, renewed.json["variant"]
+        assert isinstance(reference, str) and reference != previous
+    # The renewed reference stays bound to alice and to allow().
+    bob = refresh(client, {**SAME_SITE, "X-User": "bob"}, json={"variant": reference})
+    assert bob.status_code == 403
+    assert bob.json["code"] == "access_revoked"
+    directory.admins.clear()
+    denied = refresh(client, json={"variant": reference})
+    assert denied.status_code == 403
+    assert denied.json["code"] == "access_revoked"
+
+
 @pytest.mark.parametrize(
     "replay",
     [

@@ -99,7 +99,18 @@ function start(script) {
     let group = groups.get(key);
     if (!group) {
       if (!token || !Number.isFinite(expiresAt)) return;
-      group = { key, token, expiresAt, lifetimeMs, failures: 0, timer: null, dueAt: 0 };
+      // key: the reference the page was rendered with (it groups the elements);
+      // reference: the latest one the server signed, sent with the next refresh.
+      group = {
+        key,
+        reference: key,
+        token,
+        expiresAt,
+        lifetimeMs,
+        failures: 0,
+        timer: null,
+        dueAt: 0,
+      };
       groups.set(key, group);
       schedule(group);
       return;
@@ -136,7 +147,7 @@ function start(script) {
           "Content-Type": "application/json",
           Accept: "application/json",
         },
-        body: JSON.stringify(group.key ? { variant: group.key } : {}),
+        body: JSON.stringify(group.reference ? { variant: group.reference } : {}),
       });
       if (response.ok) {
         data = await response.json();
@@ -169,6 +180,9 @@ function start(script) {
 
   function succeeded(group, data) {
     group.failures = 0;
+    if (group.reference && typeof data.variant === "string" && data.variant) {
+      group.reference = data.variant; // signed anew: the variant outlives the page's own
+    }
     // The absolute expiry (server clock, corrected for skew) is more precise
     // than the whole seconds of expiresIn.
     const absolute = Date.parse(data.expiresAt) - skewMs;
