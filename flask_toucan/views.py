@@ -240,7 +240,7 @@ def no_store_when_token_sent(response: Response) -> Response:
     rs: RequestState | None = g.get("_toucan")
     if rs is None:
         # Nothing of ours ran yet; a streamed body may still ask for a token, and must
-        # find the headers already sent (extension.Toucan._token refuses then).
+        # find the headers already sent (RequestState.send_token refuses then).
         rs = g._toucan = RequestState(current_app.extensions["toucan"])
     rs.sent = True
     if rs.no_store:
