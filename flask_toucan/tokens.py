@@ -130,9 +130,15 @@ class EmbedToken:
 
     @classmethod
     def from_lifetime(cls, value: str, lifetime: int, sent_at: float) -> EmbedToken:
+        """A token announced to live ``lifetime`` seconds, asked for at ``sent_at``.
+
+        Issuers count whole seconds (a JWT's ``exp`` is its whole-second ``iat`` plus the
+        lifetime), so the expiry counts from the second ``sent_at`` falls in: never later
+        than the token's own, at most a second earlier.
+        """
         return cls(
             value=value,
-            expires_at=datetime.fromtimestamp(sent_at + lifetime, UTC),
+            expires_at=datetime.fromtimestamp(math.floor(sent_at) + lifetime, UTC),
             issued_at=datetime.fromtimestamp(sent_at, UTC),
         )
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import UTC
 
 import pytest
@@ -186,6 +187,19 @@ def test_embed_token_expiry_and_dict(clock: Clock) -> None:
     assert data["expiresAt"].endswith("Z")
     clock.advance(10_000)
     assert token.expires_in == 0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.999])
+@pytest.mark.parametrize("transit", [0.0, 0.4, 1.3])
+def test_expiry_is_never_later_than_a_whole_second_issuers(fraction: float, transit: float) -> None:
+    # Token issuers (JWT iat/exp, FakeToucan, the preview) count whole seconds: a token
+    # issued at t expires at floor(t) + lifetime. We know only when our request left
+    # (sent_at <= t), so our estimate must not be later than that, whatever the fraction.
+    sent_at = 1_900_000_000 + fraction
+    issued = sent_at + transit
+    token = EmbedToken.from_lifetime("abc.def", 300, sent_at)
+    assert token.expires_at_epoch <= math.floor(issued) + 300
+    assert token.expires_at_epoch > sent_at + 300 - 1  # and no more than a second early
 
 
 def test_cache_format_round_trips_and_refuses_anything_else(clock: Clock) -> None:
