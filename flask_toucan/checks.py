@@ -29,9 +29,9 @@ def redact(value: Any) -> Any:
     """``value`` for display: entries of a mapping named like a secret hidden, and
     passwords in URLs (``redis://:pw@``, ``rediss://user:pw@``) masked. An object
     with an ``as_config()`` method is shown as the mapping it returns."""
-    as_config = getattr(value, "as_config", None)
-    if callable(as_config) and not isinstance(value, type):
-        value = as_config()
+    as_config = getattr(type(value), "as_config", None)  # the class's: no proxy magic
+    if callable(as_config):
+        value = as_config(value)
     if callable(value) and not isinstance(value, type):
         return "<callable>"
     if isinstance(value, Mapping):
