@@ -3,7 +3,8 @@
 * ``TOUCAN_CACHE_CONFIG`` unset: :class:`TokenSimpleCache`, in process.
 * ``TOUCAN_CACHE_CONFIG`` set: the flask-caching backend it describes. On the Redis
   family (Redis, Sentinel, Cluster) values are JSON text through
-  :class:`TextSerializer`: never pickled, never unpickled.
+  :class:`TextSerializer`: never pickled, never unpickled. On Memcached through
+  python-memcached, values are JSON text and a value flagged as a pickle is not loaded.
 * ``Toucan(app, cache=...)``: the app's own backend, values serialized its way
   (pickle, for most): see SECURITY.md.
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from cachelib.memcached import MemcachedCache
 from cachelib.redis import RedisCache
 from flask import Flask
 from flask_caching import Cache
@@ -202,7 +204,20 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
     backend = app.extensions["cache"][own]
     if isinstance(backend, RedisCache):
         backend.serializer = TextSerializer()  # type: ignore[assignment]
+    if isinstance(backend, MemcachedCache) and hasattr(backend._client, "unpickler"):
+        # python-memcached unpickles any value flagged as a pickle: refuse instead.
+        backend._client.unpickler = _NoUnpickler
     return lambda: backend
+
+
+class _NoUnpickler:
+    """python-memcached's unpickler, refusing: a value flagged as a pickle reads as a miss."""
+
+    def __init__(self, file: Any) -> None:
+        self.persistent_load: Any = None
+
+    def load(self) -> None:
+        return None
 
 
 class BackendGuard:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: tests (real HTTP, Redis, gunicorn, Chromium), ruff and mypy --strict.
 # Sets itself up on a fresh Debian machine: a venv with tox, and the system packages
-# the tests need (chromium, redis-server, redis-sentinel, tinyproxy) through apt when it may install them.
+# the tests need (chromium, redis-server, redis-sentinel, memcached, tinyproxy) through apt when it
+# may install them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -n "${TOUCAN_TEST_CHROMIUM:-}" ] || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
+command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
 command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,4 +1,4 @@
-"""Real servers for tests: a private redis-server and a gunicorn running a test app."""
+"""Real servers for tests: private redis-server and memcached, and a gunicorn running a test app."""
 
 from __future__ import annotations
 
@@ -193,6 +193,57 @@ class RedisClusterSet:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class MemcachedServer:
+    """A memcached of our own on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.binary = need("memcached", "memcached")
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def cache_config(self) -> dict[str, Any]:
+        return {"CACHE_TYPE": "MemcachedCache", "CACHE_MEMCACHED_SERVERS": [self.address]}
+
+    def start(self) -> MemcachedServer:
+        as_root = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root otherwise
+        self.process = subprocess.Popen(
+            [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", *as_root],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"version\r\n")
+                return s.recv(64).startswith(b"VERSION")
+
+        _wait(up, 10, "memcached")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def raw(self, command: bytes) -> bytes:
+        """One memcached text-protocol command and its whole answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(command)
+            answer = b""
+            while not answer.endswith((b"END\r\n", b"STORED\r\n", b"NOT_STORED\r\n")):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer
 
 
 class Gunicorn:

@@ -1,0 +1,200 @@
+"""Memcached, real and on loopback: single-flight through its atomic ``add``, tokens shared
+between processes, a lease that expires when its holder is killed, JSON values, and a
+pickle planted in memcached that is never loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_toucan.coordination import AddLeases
+from flask_toucan.testing import FakeToucan, decode_fake_token
+
+from .conftest import API_KEY, USERS
+from .servers import ROOT, Gunicorn, MemcachedServer
+from .test_gunicorn import fire
+
+
+@pytest.fixture(scope="module")
+def memcached() -> Iterator[MemcachedServer]:
+    server = MemcachedServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def mc_app(
+    make_app: Callable[..., Flask], memcached: MemcachedServer, prefix: str
+) -> Iterator[Callable[..., Flask]]:
+    apps: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        app = make_app(
+            TOUCAN_CACHE_CONFIG=memcached.cache_config, TOUCAN_CACHE_KEY_PREFIX=prefix, **overrides
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:  # python-memcached keeps its sockets open until told
+        app.extensions["toucan"].cache.backend._client.disconnect_all()
+
+
+def token_of(html: str) -> str:
+    return html.split('auth-token="')[1].split('"')[0]
+
+
+def key_of(app: Flask, user: str) -> str:
+    with app.app_context():
+        return str(app.extensions["toucan"].key_for(USERS[user]))
+
+
+def test_leases_are_memcached_add_with_an_expiry(mc_app: Callable[..., Flask]) -> None:
+    leases = mc_app(TOUCAN_LOCK_TIMEOUT=1).extensions["toucan"].cache.leases
+    assert isinstance(leases, AddLeases)
+    name = f"lease-{uuid.uuid4().hex}"
+    first = leases.acquire(name)
+    assert first is not None
+    assert leases.acquire(name) is None  # add is atomic: one holder
+    assert leases.held(name)
+    time.sleep(2.1)  # never released (a dead holder): memcached expires it
+    assert not leases.held(name)
+    again = leases.acquire(name)
+    assert again is not None
+    again.release()
+    assert not leases.held(name)
+
+
+def test_values_in_memcached_are_json_and_shared_between_apps(
+    mc_app: Callable[..., Flask], memcached: MemcachedServer, fake: FakeToucan
+) -> None:
+    app = mc_app()
+    a = app.test_client().get("/page", headers={"X-User": "alice"})
+    b = mc_app().test_client().get("/page", headers={"X-User": "alice"})
+    assert token_of(a.text) == token_of(b.text)
+    assert len(fake.mints) == 1
+    raw = memcached.raw(f"get {key_of(app, 'alice')}\r\n".encode())
+    header, value = raw.split(b"\r\n")[:2]
+    assert header.startswith(b"VALUE ")
+    assert int(header.split()[2]) & 1 == 0  # no pickle flag
+    assert json.loads(value)["token"] == token_of(a.text)
+
+
+def test_a_pickled_value_planted_in_memcached_is_never_loaded(
+    mc_app: Callable[..., Flask], memcached: MemcachedServer, fake: FakeToucan, tmp_path: Any
+) -> None:
+    app = mc_app()
+    app.test_client().get("/page", headers={"X-User": "alice"})
+    marker = tmp_path / "pwned"
+    # What an attacker with write access to memcached would plant: a pickle that runs
+    # code, flagged as a pickle (python-memcached's flag 1) so a client would load it.
+    payload = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+    key = key_of(app, "alice")
+    stored = memcached.raw(f"set {key} 1 600 {len(payload)}\r\n".encode() + payload + b"\r\n")
+    assert stored == b"STORED\r\n"
+    other = mc_app(TOUCAN_FRONT_CACHE_TTL=0).test_client()
+    response = other.get("/page", headers={"X-User": "alice"})
+    assert response.status_code == 200
+    assert not marker.exists()
+    assert len(fake.mints) == 2  # the planted value was not a token: minted again
+
+
+@pytest.fixture
+def gunicorn(fake: FakeToucan, memcached: MemcachedServer, prefix: str) -> Iterator[Gunicorn]:
+    server = Gunicorn(
+        {
+            "TEST_TOUCAN_KEY": API_KEY,
+            "TEST_TOUCAN_URL": fake.url,
+            "TEST_CACHE_CONFIG": json.dumps(memcached.cache_config),
+            "TEST_PREFIX": prefix,
+        },
+        workers=4,
+        threads=8,
+    )
+    yield server
+    log = server.stop()
+    assert API_KEY not in log
+    assert "Traceback" not in log, log
+
+
+def test_stampede_over_four_workers_is_one_mint(gunicorn: Gunicorn, fake: FakeToucan) -> None:
+    fake.delay = 0.3
+    responses = fire(gunicorn.url + "/token", [{"user": "alice"}] * 100)
+    assert [r.status_code for r in responses] == [200] * 100
+    assert len({r.json()["token"] for r in responses}) == 1
+    for _ in range(10):  # the kernel may hand one worker a whole burst: send more
+        if len({r.headers["X-Worker"] for r in responses}) >= 2:
+            break
+        responses += fire(gunicorn.url + "/token", [{"user": "alice"}] * 50)
+    assert len({r.headers["X-Worker"] for r in responses}) >= 2
+    assert len(fake.mints) == 1
+
+
+_HOLDER = """
+import os, sys
+sys.path.insert(0, os.environ["ROOT"])
+from tests.gunicorn_app import create_app
+create_app().test_client().get("/token?user=alice")
+"""
+
+
+def test_killed_lease_holder_blocks_nobody_past_the_lock_timeout(
+    memcached: MemcachedServer, fake: FakeToucan, prefix: str
+) -> None:
+    fake.delay = 60  # the holder's mint never finishes
+    env = {
+        **os.environ,
+        "ROOT": str(ROOT),
+        "TEST_TOUCAN_KEY": API_KEY,
+        "TEST_TOUCAN_URL": fake.url,
+        "TEST_CACHE_CONFIG": json.dumps(memcached.cache_config),
+        "TEST_PREFIX": prefix,
+        "TEST_LOCK_TIMEOUT": "2",
+    }
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not fake.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fake.requests, "the holder never reached Toucan"
+        holder.send_signal(signal.SIGKILL)  # between acquiring and releasing
+        holder.wait(10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    fake.delay = 0
+    sys.path.insert(0, str(ROOT))
+    os.environ.update({k: v for k, v in env.items() if k.startswith("TEST_")})
+    try:
+        from tests.gunicorn_app import create_app
+
+        app = create_app()
+        started = time.monotonic()
+        response = app.test_client().get("/token?user=alice")
+        waited = time.monotonic() - started
+        app.extensions["toucan"].cache.backend._client.disconnect_all()
+    finally:
+        for k in env:
+            if k.startswith("TEST_"):
+                os.environ.pop(k, None)
+    assert response.status_code == 200
+    assert decode_fake_token(response.get_json()["token"])["sub"] == "alice"
+    # memcached counts expiry in whole seconds of its own clock: a 2 s item goes
+    # within 3 s of being set.
+    assert waited <= 2 + 1 + 0.5, f"waited {waited:.2f}s for a dead holder's lease"
+    assert len(fake.mints) == 1  # the dead holder never got its token
