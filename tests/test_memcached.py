@@ -5,10 +5,6 @@ pickle planted in memcached that is never loaded."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,9 +16,15 @@ from flask import Flask
 from flask_toucan.coordination import AddLeases
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
-from .conftest import API_KEY, USERS
-from .servers import ROOT, Gunicorn, MemcachedServer
-from .test_gunicorn import fire
+from .conftest import USERS
+from .servers import MemcachedServer
+from .shared_backend import (
+    alice_in_this_process,
+    app_env,
+    assert_stampede_is_one_mint,
+    gunicorn_over,
+    kill_lease_holder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,84 +116,20 @@ def test_a_pickled_value_planted_in_memcached_is_never_loaded(
     assert len(fake.mints) == 2  # the planted value was not a token: minted again
 
 
-@pytest.fixture
-def gunicorn(fake: FakeToucan, memcached: MemcachedServer, prefix: str) -> Iterator[Gunicorn]:
-    server = Gunicorn(
-        {
-            "TEST_TOUCAN_KEY": API_KEY,
-            "TEST_TOUCAN_URL": fake.url,
-            "TEST_CACHE_CONFIG": json.dumps(memcached.cache_config),
-            "TEST_PREFIX": prefix,
-        },
-        workers=4,
-        threads=8,
-    )
-    yield server
-    log = server.stop()
-    assert API_KEY not in log
-    assert "Traceback" not in log, log
-
-
-def test_stampede_over_four_workers_is_one_mint(gunicorn: Gunicorn, fake: FakeToucan) -> None:
-    fake.delay = 0.3
-    responses = fire(gunicorn.url + "/token", [{"user": "alice"}] * 100)
-    assert [r.status_code for r in responses] == [200] * 100
-    assert len({r.json()["token"] for r in responses}) == 1
-    for _ in range(10):  # the kernel may hand one worker a whole burst: send more
-        if len({r.headers["X-Worker"] for r in responses}) >= 2:
-            break
-        responses += fire(gunicorn.url + "/token", [{"user": "alice"}] * 50)
-    assert len({r.headers["X-Worker"] for r in responses}) >= 2
-    assert len(fake.mints) == 1
-
-
-_HOLDER = """
-import os, sys
-sys.path.insert(0, os.environ["ROOT"])
-from tests.gunicorn_app import create_app
-create_app().test_client().get("/token?user=alice")
-"""
+def test_stampede_over_four_workers_is_one_mint(
+    fake: FakeToucan, memcached: MemcachedServer, prefix: str
+) -> None:
+    with gunicorn_over(fake, memcached.cache_config, prefix) as server:
+        assert_stampede_is_one_mint(server.url, fake)
 
 
 def test_killed_lease_holder_blocks_nobody_past_the_lock_timeout(
     memcached: MemcachedServer, fake: FakeToucan, prefix: str
 ) -> None:
-    fake.delay = 60  # the holder's mint never finishes
-    env = {
-        **os.environ,
-        "ROOT": str(ROOT),
-        "TEST_TOUCAN_KEY": API_KEY,
-        "TEST_TOUCAN_URL": fake.url,
-        "TEST_CACHE_CONFIG": json.dumps(memcached.cache_config),
-        "TEST_PREFIX": prefix,
-        "TEST_LOCK_TIMEOUT": "2",
-    }
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], env=env)
-    try:
-        deadline = time.monotonic() + 20
-        while not fake.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert fake.requests, "the holder never reached Toucan"
-        holder.send_signal(signal.SIGKILL)  # between acquiring and releasing
-        holder.wait(10)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-    fake.delay = 0
-    sys.path.insert(0, str(ROOT))
-    os.environ.update({k: v for k, v in env.items() if k.startswith("TEST_")})
-    try:
-        from tests.gunicorn_app import create_app
-
-        app = create_app()
-        started = time.monotonic()
-        response = app.test_client().get("/token?user=alice")
-        waited = time.monotonic() - started
-        app.extensions["toucan"].cache.backend._client.disconnect_all()
-    finally:
-        for k in env:
-            if k.startswith("TEST_"):
-                os.environ.pop(k, None)
+    env = {**app_env(fake, memcached.cache_config, prefix), "TEST_LOCK_TIMEOUT": "2"}
+    kill_lease_holder(fake, env)
+    app, response, waited = alice_in_this_process(env)
+    app.extensions["toucan"].cache.backend._client.disconnect_all()
     assert response.status_code == 200
     assert decode_fake_token(response.get_json()["token"])["sub"] == "alice"
     # memcached counts expiry in whole seconds of its own clock: a 2 s item goes

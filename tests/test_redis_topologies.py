@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,8 +17,15 @@ from flask import Flask
 
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
-from .conftest import API_KEY, USERS
-from .servers import ROOT, Gunicorn, RedisClusterSet, RedisSentinelSet, RedisServer
+from .conftest import USERS
+from .servers import Gunicorn, RedisClusterSet, RedisSentinelSet, RedisServer
+from .shared_backend import (
+    alice_in_this_process,
+    app_env,
+    assert_stampede_is_one_mint,
+    gunicorn_over,
+    kill_lease_holder,
+)
 from .test_gunicorn import fire
 
 Topology = RedisServer | RedisSentinelSet | RedisClusterSet
@@ -132,94 +136,33 @@ def test_tokens_are_shared_between_apps(topo_app: Callable[..., Flask], fake: Fa
 
 @pytest.fixture
 def gunicorn(fake: FakeToucan, topology: Topology, prefix: str) -> Iterator[Gunicorn]:
-    server = Gunicorn(
-        {
-            "TEST_TOUCAN_KEY": API_KEY,
-            "TEST_TOUCAN_URL": fake.url,
-            "TEST_CACHE_CONFIG": json.dumps(cache_config(topology)),
-            "TEST_PREFIX": prefix,
-        },
-        workers=4,
-        threads=8,
-    )
-    yield server
-    log = server.stop()
-    assert API_KEY not in log
-    assert "Traceback" not in log, log
+    with gunicorn_over(fake, cache_config(topology), prefix) as server:
+        yield server
 
 
 def test_stampede_over_four_workers_is_one_mint(gunicorn: Gunicorn, fake: FakeToucan) -> None:
-    fake.delay = 0.3
-    responses = fire(gunicorn.url + "/token", [{"user": "alice"}] * 100)
-    assert [r.status_code for r in responses] == [200] * 100
-    assert len({r.json()["token"] for r in responses}) == 1
-    assert len(fake.mints) == 1
-    for _ in range(10):  # the kernel may hand one worker a whole burst: send more
-        if len({r.headers["X-Worker"] for r in responses}) >= 2:
-            break
-        responses += fire(gunicorn.url + "/token", [{"user": "alice"}] * 50)
-    assert len({r.headers["X-Worker"] for r in responses}) >= 2
-    assert len(fake.mints) == 1
+    responses = assert_stampede_is_one_mint(gunicorn.url, fake)
     # Later views, on whichever worker, share it: still one call per user per lifetime.
     again = fire(gunicorn.url + "/token", [{"user": "alice"}] * 40)
     assert {r.json()["token"] for r in again} == {responses[0].json()["token"]}
     assert len(fake.mints) == 1
 
 
-_HOLDER = """
-import os, sys
-sys.path.insert(0, os.environ["ROOT"])
-from tests.gunicorn_app import create_app
-print("minting", flush=True)
-create_app().test_client().get("/token?user=alice")
-"""
-
-
 def test_killed_lease_holder_leaves_nothing_without_ttl(
     topology: Topology, fake: FakeToucan, prefix: str
 ) -> None:
     """SIGKILL a process while it holds the mint lease: the lease expires on its own."""
-    fake.delay = 60  # the holder's mint never finishes
-    env = {
-        **os.environ,
-        "ROOT": str(ROOT),
-        "TEST_TOUCAN_KEY": API_KEY,
-        "TEST_TOUCAN_URL": fake.url,
-        "TEST_CACHE_CONFIG": json.dumps(cache_config(topology)),
-        "TEST_PREFIX": prefix,
-        "TEST_LOCK_TIMEOUT": "2",
-    }
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], env=env, stdout=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while not fake.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert fake.requests, "the holder never reached Toucan"
+    env = {**app_env(fake, cache_config(topology), prefix), "TEST_LOCK_TIMEOUT": "2"}
+
+    def lease_has_a_ttl() -> None:
         leases = {k: t for k, t in all_keys(topology).items() if k.endswith(b":lock")}
         assert len(leases) == 1 and 0 < next(iter(leases.values())) <= 2000
-        holder.send_signal(signal.SIGKILL)  # between acquiring and releasing
-        holder.wait(10)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-        assert holder.stdout is not None
-        holder.stdout.close()
+
+    kill_lease_holder(fake, env, while_held=lease_has_a_ttl)
     ours = {k: t for k, t in all_keys(topology).items() if k.startswith(prefix.encode())}
     assert ours and all(t > 0 for t in ours.values()), ours
 
-    fake.delay = 0
-    sys.path.insert(0, str(ROOT))
-    os.environ.update({k: v for k, v in env.items() if k.startswith("TEST_")})
-    try:
-        from tests.gunicorn_app import create_app
-
-        started = time.monotonic()
-        response = create_app().test_client().get("/token?user=alice")
-        waited = time.monotonic() - started
-    finally:
-        for k in env:
-            if k.startswith("TEST_"):
-                os.environ.pop(k, None)
+    _, response, waited = alice_in_this_process(env)
     assert response.status_code == 200
     assert decode_fake_token(response.get_json()["token"])["sub"] == "alice"
     assert waited <= 2 + 0.5, f"waited {waited:.2f}s for a dead holder's lease"
