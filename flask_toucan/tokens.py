@@ -153,10 +153,11 @@ class EmbedToken:
 
     @property
     def lifetime(self) -> float | None:
-        """Seconds from issue to expiry, when the issue time is known."""
+        """Seconds from issue to expiry, when the issue time is known: counted from the
+        whole second of issue, as the expiry is (see :meth:`from_lifetime`)."""
         if self.issued_at is None:
             return None
-        return self.expires_at_epoch - self.issued_at.timestamp()
+        return self.expires_at_epoch - math.floor(self.issued_at.timestamp())
 
     def to_dict(self) -> dict[str, Any]:
         """What the browser receives: the token and its expiry."""

@@ -200,6 +200,7 @@ def test_expiry_is_never_later_than_a_whole_second_issuers(fraction: float, tran
     token = EmbedToken.from_lifetime("abc.def", 300, sent_at)
     assert token.expires_at_epoch <= math.floor(issued) + 300
     assert token.expires_at_epoch > sent_at + 300 - 1  # and no more than a second early
+    assert token.lifetime == 300  # the announced lifetime, whatever the fraction
 
 
 def test_cache_format_round_trips_and_refuses_anything_else(clock: Clock) -> None:
