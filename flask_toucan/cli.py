@@ -18,8 +18,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .cache import list_keys
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
+from .service import TokenService
+from .settings import deferred_config_error
 
 __all__ = ["deferring_config_errors", "toucan_cli"]
 
@@ -46,16 +49,16 @@ toucan_cli = _ToucanGroup(
 
 
 def _config_error() -> ToucanError | None:
-    error = current_app.extensions.get("toucan_config_error")
-    return error if isinstance(error, ToucanError) else None
+    return deferred_config_error(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
-def _state() -> Any:
+def _state() -> TokenService:
     error = _config_error()
     if error is not None:
         click.echo(f"✗ {error}", err=True)
         raise SystemExit(1)
-    return current_app.extensions["toucan"]
+    service: TokenService = current_app.extensions["toucan"]
+    return service
 
 
 @toucan_cli.command("config")
@@ -79,8 +82,9 @@ def show_config() -> None:
         click.echo(f"✗ {error}")
 
 
-def _user_from(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None,
-               default_role: str) -> ToucanUser:  # fmt: skip
+def _user_from(
+    distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None
+) -> ToucanUser:
     attributes: dict[str, object] = {}
     for item in attrs:
         name, sep, raw = item.partition("=")
@@ -91,9 +95,7 @@ def _user_from(distinct_id: str, role: str | None, attrs: tuple[str, ...], insta
         except ValueError:
             attributes[name] = raw  # a bare word is a string
     try:
-        return ToucanUser(
-            distinct_id, role=role or default_role, attributes=attributes, instance=instance
-        )
+        return ToucanUser(distinct_id, role=role, attributes=attributes, instance=instance)
     except InvalidToucanUser as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -117,9 +119,9 @@ def _identity_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def check(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None) -> None:
     """Mint a token for a test user and report its lifetime (the token is not printed)."""
     state = _state()
-    user = _user_from(distinct_id, role, attrs, instance, state.settings.default_role)
+    user = _user_from(distinct_id, role, attrs, instance)
     try:
-        token = state.toucan.get_token(user, force=True)
+        token = state.get(user, force=True)[0]
     except ToucanError as exc:
         click.echo(f"FAILED: {exc}", err=True)
         raise SystemExit(1) from None
@@ -155,32 +157,16 @@ def cache_group() -> None:
     """The token cache: stats, clear."""
 
 
-def _our_keys(state: Any) -> Iterator[str] | None:
+def _our_keys(state: TokenService) -> Iterator[str] | None:
     """Every key under TOUCAN_CACHE_KEY_PREFIX, when the backend can list them."""
-    from cachelib.redis import RedisCache
-    from cachelib.simple import SimpleCache
-
-    from .coordination import key_prefix
-
-    backend = state.cache.backend
-    prefix = state.settings.cache_key_prefix
-    if isinstance(backend, RedisCache):
-        outer = key_prefix(backend)
-        client = backend._write_client
-        found = client.scan_iter(match=outer + prefix + "*", count=500)
-        return (
-            k.decode()[len(outer) :] if isinstance(k, bytes) else k[len(outer) :] for k in found
-        )
-    if isinstance(backend, SimpleCache):
-        return iter([k for k in list(backend._cache) if k.startswith(prefix)])
-    return None
+    return list_keys(state.store.backend, state.settings.cache_key_prefix)
 
 
 @cache_group.command("stats")
 def cache_stats() -> None:
     """Backend, and how many tokens and leases it holds under TOUCAN_CACHE_KEY_PREFIX."""
     state = _state()
-    cache = state.cache
+    cache = state.store
     click.echo(f"backend: {type(cache.backend).__name__}")
     click.echo(f"cross-process leases: {type(cache.leases).__name__ if cache.leases else 'none'}")
     click.echo(f"front cache (this process): {len(cache.front) if cache.front else 'none'}")
@@ -209,9 +195,9 @@ def cache_clear(
     token under TOUCAN_CACHE_KEY_PREFIX."""
     state = _state()
     if distinct_id is not None:
-        user = _user_from(distinct_id, role, attrs, instance, state.settings.default_role)
+        user = _user_from(distinct_id, role, attrs, instance)
         if yes or click.confirm(f"Forget the cached token of {distinct_id!r}?"):
-            state.toucan.invalidate(user)
+            state.invalidate(user)
             click.echo(f"forgot the token of {distinct_id!r}")
         return
     keys = _our_keys(state)
@@ -223,7 +209,7 @@ def cache_clear(
     if not yes and not click.confirm(f"Delete {len(listed)} keys under {prefix!r}?"):
         raise SystemExit(1)
     for key in listed:
-        state.cache.delete(key)
+        state.store.delete(key)
     click.echo(f"deleted {len(listed)} keys under {prefix!r}")
 
 

@@ -12,10 +12,12 @@ host it tried and the ``TOUCAN_*`` key to check, never the API key.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +43,9 @@ from .watchdog import WATCHDOG
 __all__ = ["TokenClient"]
 
 logger = logging.getLogger("flask_toucan")
+
+#: Seconds past the mint deadline the caller waits for the worker's own answer.
+GRACE = 0.25
 
 #: A token response is a few hundred bytes; anything far bigger is not one.
 MAX_BODY_BYTES = 256 * 1024
@@ -107,12 +112,10 @@ class TokenClient:
         self.session.headers.update(
             {"Content-Type": "application/json", "Accept": "application/json"}
         )
+        self._workers = ThreadPoolExecutor(pool_maxsize, thread_name_prefix="toucan-mint")
 
     def __repr__(self) -> str:
         return f"TokenClient(url={self.url!r}, api_key=<hidden>)"
-
-    def close(self) -> None:
-        self.session.close()
 
     def key_fingerprint(self) -> str:
         return self.key.fingerprint()
@@ -154,6 +157,22 @@ class TokenClient:
         raise error
 
     def _attempt(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
+        """One POST with its retries, on a worker thread the caller waits for until
+        ``ends``: a wall-clock bound no socket timeout gives (a stalled TLS handshake,
+        a dripping answer). The watchdog then cuts what it can reach, so the worker
+        does not stay busy either."""
+        future = self._workers.submit(self._guarded, body, key, ends)
+        try:
+            # A little past ``ends``: the worker's own, more precise, error comes first
+            # when it can; this is the backstop for what no socket timeout bounds.
+            return future.result(timeout=max(0.0, ends - time.monotonic()) + GRACE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            message = failure_message(requests.exceptions.Timeout(), self.host, True)
+            logger.warning("Toucan token request failed: %s", message)
+            raise ToucanUnavailable(message) from None
+
+    def _guarded(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
         current.deadline = ends
         try:
             with WATCHDOG.guard(ends) as guard:

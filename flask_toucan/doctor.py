@@ -19,7 +19,8 @@ from .client import TokenClient
 from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
-from .settings import unknown_keys
+from .service import TokenService
+from .settings import deferred_config_error, unknown_keys
 
 __all__ = ["run_checks"]
 
@@ -34,14 +35,14 @@ def run_checks(app: Flask) -> Iterator[Check]:
         yield False, f"unknown config key {key}: {hint}"
     if not unknown:
         yield True, "no unknown TOUCAN_* keys"
-    error = app.extensions.get("toucan_config_error")
+    error = deferred_config_error(app)
     if error is not None:
         yield False, f"configuration: {error}"
         return
     state = app.extensions["toucan"]
     s = state.settings
     yield True, "configuration accepted" + (" (preview mode)" if s.preview else "")
-    if len(state.toucan.variants) and not app.secret_key:
+    if len(state.variants.registry) and not app.secret_key:
         yield (
             False,
             (
@@ -58,10 +59,7 @@ def run_checks(app: Flask) -> Iterator[Check]:
     yield from _endpoint_checks(app, s.url_prefix)
 
 
-def _instance_checks(state: object, instance: Instance) -> Iterator[Check]:
-    from .state import AppState
-
-    assert isinstance(state, AppState)
+def _instance_checks(state: TokenService, instance: Instance) -> Iterator[Check]:
     s = state.settings
     label = f" (instance {instance.name})" if instance.name else ""
     key = "TOUCAN_BASE_URL" if instance.name is None else f"TOUCAN_INSTANCES[{instance.name!r}]"
@@ -129,16 +127,13 @@ def _instance_checks(state: object, instance: Instance) -> Iterator[Check]:
         yield True, f"clock{label}: within {SKEW_LIMIT:.0f} s of Toucan's ({-skew:+.1f} s)"
 
 
-def _cache_checks(state: object) -> Iterator[Check]:
-    from .state import AppState
-
-    assert isinstance(state, AppState)
-    cache = state.cache
+def _cache_checks(state: TokenService) -> Iterator[Check]:
+    cache = state.store
     name = type(cache.backend).__name__
     probe = state.settings.cache_key_prefix + "doctor:" + secrets.token_hex(4)
     try:
-        client = getattr(cache.backend, "_write_client", None)
-        if client is not None:
+        client = getattr(cache.backend, "client", None)
+        if client is not None and hasattr(client, "ping"):
             client.ping()
         cache.backend.set(probe, "probe", timeout=30)
         value = cache.backend.get(probe)

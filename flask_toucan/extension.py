@@ -1,16 +1,28 @@
-"""The ``Toucan`` extension: set-up, the request's user and token, the template globals."""
+"""``Toucan``: the request side. Set-up, the request's user and token, the template globals.
+
+A page view goes: the view's decorator (or a template helper) → :class:`Toucan` →
+the app's :class:`~flask_toucan.service.TokenService` → storage and minters. What a
+request learns (its user, its token, why there is none) lives in one
+:class:`RequestState` under ``g._toucan``; its token is kept for the identity it was
+computed for, so a sign-in or sign-out within the request (Flask-Login's signals)
+is seen by the helpers rendered after it.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-from flask import Flask, current_app, g, has_app_context, has_request_context
+from flask import Flask, current_app, g, has_app_context, has_request_context, render_template
+from flask import url_for as flask_url_for
 from flask_caching import Cache
+from markupsafe import Markup
+from werkzeug.wrappers import Response
 
-from . import cli
-from .backends import backend_for
+from . import cli, markup
+from .cache import backend_for
 from .errors import (
     InvalidToucanUser,
     InvalidVariant,
@@ -20,15 +32,13 @@ from .errors import (
     ToucanUserRequired,
 )
 from .identity import ToucanUser
-from .prefetch import Prefetcher, connect_login
-from .settings import apply_defaults, read_settings, unknown_keys
-from .state import AppState, RequestState
-from .templating import TemplateGlobals
-from .tokens import EmbedToken
+from .service import TokenService
+from .settings import apply_defaults, defer_config_error, read_settings, unknown_keys
+from .tokens import EmbedToken, now
 from .variants import TokenVariants, Variant, VariantRegistry
-from .views import install, run_first
+from .views import install
 
-__all__ = ["Toucan"]
+__all__ = ["CurrentToken", "RequestState", "Toucan"]
 
 logger = logging.getLogger("flask_toucan")
 
@@ -37,8 +47,53 @@ R = TypeVar("R")
 UserLoader = Callable[[], "ToucanUser | Mapping[str, Any] | None"]
 AnyUser = ToucanUser | Mapping[str, Any]
 
+_UNSET: Any = object()  # RequestState.instance before the page picked one
 
-class Toucan(TemplateGlobals):
+
+class RequestState:
+    """What one request knows, in ``g._toucan``: its user, and its page token with the
+    identity it was minted for."""
+
+    __slots__ = (
+        "decorated", "error", "instance", "loaded", "no_store", "sent", "service", "token",
+        "token_for", "used", "user", "variant",
+    )  # fmt: skip
+
+    def __init__(self, service: TokenService) -> None:
+        self.service = service
+        self.loaded = False
+        self.user: ToucanUser | None = None
+        self.token: EmbedToken | None = None  # the token of this request's components
+        self.token_for: ToucanUser | None = None  # ...and the user it was minted for
+        self.error: Exception | None = None  # why there is none (placeholder mode)
+        # The Toucan instance of this page's script and components, once one is rendered.
+        self.instance: Any = _UNSET
+        # inject_token(role=...): the variant (its overrides apply to the current user)
+        self.variant: Variant | None = None
+        self.no_store = False  # a token went out: Cache-Control private, no-store
+        self.sent = False  # the response headers are final (after_request has run)
+        self.decorated = False  # a view decorated with inject_token ran (debug checks)
+        self.used = False  # a helper or toucan_token used this request's token (debug checks)
+
+    def user_changed(self) -> None:
+        """The signed-in user changed within this request: load it again."""
+        self.loaded = False
+        self.error = None
+
+    def send_token(self) -> None:
+        """Mark the response as carrying a token: ``Cache-Control: private, no-store``."""
+        if self.sent and not self.no_store:
+            # A streamed response: its headers went out without no-store, so a shared
+            # cache could keep this token for everyone. Refuse.
+            raise ToucanConfigError(
+                "a token was needed after the response headers were sent (a streamed "
+                "template?): decorate the view with @toucan.inject_token so the token "
+                "is minted, and the response marked private, before streaming starts"
+            )
+        self.no_store = True
+
+
+class Toucan:
     """Embeds Toucan AI for the signed-in users of one or more Flask apps.
 
     ``Toucan(app)``, or ``Toucan()`` then ``init_app(app)`` in an app factory.
@@ -46,10 +101,10 @@ class Toucan(TemplateGlobals):
     """
 
     def __init__(self, app: Flask | None = None, *, cache: Cache | None = None) -> None:
-        self._cache = cache
+        self._app_cache = cache
         self._user_loader: UserLoader | None = None
         self.variants = VariantRegistry()
-        self._prefetcher = Prefetcher()
+        self._services: dict[int, TokenService] = {}  # id(service) -> service, ours only
         if app is not None:
             self.init_app(app)
 
@@ -67,20 +122,26 @@ class Toucan(TemplateGlobals):
             )
         try:
             settings = read_settings(app.config)
+            backend = backend_for(app, settings, self._app_cache)
         except ToucanConfigError as exc:
             if not cli.deferring_config_errors():
                 raise
             # Loaded by `flask toucan ...`: the command reports the error (✗) instead.
-            app.extensions["toucan_config_error"] = exc
+            defer_config_error(app, exc)
             return
-        variants = TokenVariants(lambda: app.secret_key)
-        backend = backend_for(app, settings, self._cache)
-        app.extensions["toucan"] = AppState(self, settings, backend, variants, app)
-        install(app, settings)
+        variants = TokenVariants(lambda: app.secret_key, self.variants)
+        service = TokenService(settings, backend, variants, app=app, **_tuning(app.config))
+        self._services[id(service)] = service
+        app.extensions["toucan"] = service
+        install(app, settings, refresh=self.refresh, require_user=self.require_user)
+        app.after_request(self._after_request)
         app.cli.add_command(cli.toucan_cli)
-        self.register_globals(app)
-        if settings.prefetch_on_login:
-            connect_login(app, self._prefetch_on_login)
+        app.add_template_global(self.script, "toucan_script")
+        app.add_template_global(self.dashboard, "toucan_dashboard")
+        app.add_template_global(self.chart, "toucan_chart")
+        app.add_template_global(self.assistant, "toucan_assistant")
+        app.add_template_global(CurrentToken(self), "toucan_token")
+        _connect_login(app, self._user_changed, required=settings.prefetch_on_login)
 
     def user_loader(self, loader: UserLoader) -> UserLoader:
         """Register the function returning the current user as a ToucanUser (or None)."""
@@ -89,33 +150,40 @@ class Toucan(TemplateGlobals):
 
     # -- state ----------------------------------------------------------------
 
-    def _state(self) -> AppState:
+    def _service(self) -> TokenService:
         if not has_app_context():
             raise RuntimeError(
                 "flask_toucan needs an application context; use it inside a request "
                 "or `with app.app_context():`"
             )
-        state = current_app.extensions.get("toucan")
-        if not isinstance(state, AppState) or state.toucan is not self:
+        service = current_app.extensions.get("toucan")
+        if not isinstance(service, TokenService) or self._services.get(id(service)) is not service:
             raise RuntimeError(
                 "this Toucan instance is not initialised on the current app; "
                 "did you forget toucan.init_app(app)?"
             )
-        return state
+        return service
 
     def _request(self) -> RequestState | None:
         """This request's state (made on first use), or None outside a request."""
         if not has_request_context():
             return None
         rs: RequestState | None = g.get("_toucan")
-        if rs is None or rs.app.toucan is not self:
-            rs = g._toucan = RequestState(self._state())
+        if rs is None or self._services.get(id(rs.service)) is not rs.service:
+            rs = g._toucan = RequestState(self._service())
+        return rs
+
+    def _require_request(self) -> RequestState:
+        rs = self._request()
+        if rs is None:
+            raise RuntimeError("flask_toucan needs a request here: there is no current user")
         return rs
 
     # -- users and tokens -----------------------------------------------------
 
     def current_user(self) -> ToucanUser | None:
-        """The request's user from the ``user_loader``, loaded at most once per request."""
+        """The request's user from the ``user_loader``, loaded at most once per request
+        (again after a sign-in or sign-out within it)."""
         rs = self._request()
         return None if rs is None else self._user(rs)
 
@@ -127,37 +195,30 @@ class Toucan(TemplateGlobals):
                     "with @toucan.user_loader"
                 )
             loaded = self._user_loader()
-            role = rs.app.settings.default_role
-            rs.user = None if loaded is None else ToucanUser.coerce(loaded, role)
+            rs.user = None if loaded is None else ToucanUser.coerce(loaded)
             rs.loaded = True
         return rs.user
 
-    def _require_user(self, rs: RequestState | None = None) -> ToucanUser:
-        rs = rs or self._request()
+    def require_user(self) -> ToucanUser:
+        """The request's user; ToucanUserRequired (401) without one (or outside a request)."""
+        rs = self._request()
         user = None if rs is None else self._user(rs)
         if user is None:
             raise ToucanUserRequired()
         return user
 
-    def _require_request(self) -> RequestState:
-        rs = self._request()
-        if rs is None:
-            raise RuntimeError("flask_toucan needs a request here: there is no current user")
-        return rs
-
-    def _resolve(self, user: AnyUser | None) -> tuple[RequestState | None, AppState, ToucanUser]:
-        """The request state (if any), the app state, and ``user`` as a ToucanUser
-        (None: the request's user, 401 without one)."""
-        rs = self._request()
-        state = rs.app if rs is not None else self._state()
-        if user is None:
-            return rs, state, self._require_user(rs)
-        return rs, state, ToucanUser.coerce(user, state.settings.default_role)
-
     def get_token(self, user: AnyUser | None = None, *, force: bool = False) -> EmbedToken:
         """A token for ``user`` (default: the request's user), cached while it has life left."""
-        rs, state, resolved = self._resolve(user)
-        return state.token(resolved, force=force, rs=rs)
+        rs = self._request()
+        service = rs.service if rs is not None else self._service()
+        resolved = self.require_user() if user is None else ToucanUser.coerce(user)
+        if rs is not None:
+            rs.send_token()
+            same = rs.token_for is resolved or rs.token_for == resolved
+            if same and not force and rs.token is not None and rs.variant is None:
+                service.served(resolved, "request")
+                return rs.token
+        return service.get(resolved, force=force)[0]
 
     def prefetch(self, user: AnyUser | None = None) -> None:
         """Mint ``user``'s token (default: the request's) in the background; never raises.
@@ -166,49 +227,55 @@ class Toucan(TemplateGlobals):
         checks (TOUCAN_REQUIRED_ATTRIBUTES) as a page, so the next view finds it.
         """
         try:
-            _, state, resolved = self._resolve(user)
-            self._prefetcher.prefetch(state, resolved)
+            resolved = self.require_user() if user is None else ToucanUser.coerce(user)
+            self._service().prefetch(resolved)
         except Exception as exc:  # a prefetch must never break the caller (a sign-in)
             logger.warning("prefetching a Toucan token failed: %s", exc)
 
-    def _prefetch_on_login(self, sender: Flask, **extra: Any) -> None:
-        """Flask-Login's ``user_logged_in`` for the app it was connected to (the sender):
-        the loader sees the new user now."""
-        rs = self._request()
-        if rs is not None:
-            rs.loaded = False  # the user changed within this request
-        self.prefetch()
+    def _user_changed(self, sender: Flask, **extra: Any) -> None:
+        """Flask-Login signed a user in or out within this request (sender: the app)."""
+        if has_request_context():
+            rs = g.get("_toucan")
+            if rs is not None:
+                rs.user_changed()
+        signed_in = extra.get("signal") != "out"
+        if signed_in and sender.extensions["toucan"].settings.prefetch_on_login:
+            self.prefetch()
 
     def invalidate(self, user: AnyUser) -> None:
         """Forget the cached token of ``user`` (exactly this identity).
 
         It reaches this process and the shared backend; other processes' front
-        caches drop it within ``TOUCAN_FRONT_CACHE_TTL``. With the default
-        in-process backend, only this process forgets it.
+        caches drop it within their TTL. With the default in-process backend, only
+        this process forgets it.
         """
-        state = self._state()
-        state.cache.delete(state.key_for(ToucanUser.coerce(user, state.settings.default_role)))
+        self._service().invalidate(ToucanUser.coerce(user))
 
     def _page_token(self, rs: RequestState) -> EmbedToken | None:
-        """The token of this request's components, minted once per request.
+        """The token of this request's components, for the request's current identity.
 
         None means "render placeholders": the mint failed and TOUCAN_ON_ERROR is
         ``placeholder`` (the one place that rule is applied).
         """
-        if rs.token is None and rs.error is None:
-            try:
-                if rs.variant is not None:
-                    user = rs.variant[0].apply(rs.variant[1])
-                else:
-                    user = self._require_user(rs)
-                rs.instance = self._same_instance(rs, user.instance)
-                rs.app.token(user, rs=rs, page=True)
-            except (ToucanAPIError, InvalidToucanUser) as exc:
-                if rs.app.settings.on_error != "placeholder":
-                    raise
-                logger.warning("Toucan token unavailable, rendering placeholders: %s", exc)
-                rs.error = exc
-                rs.no_store = True
+        if rs.error is not None:
+            return None
+        user = self.require_user()
+        if rs.token is not None and rs.token_for is user:
+            return rs.token  # the same identity as when it was minted
+        rs.token = None
+        try:
+            if rs.variant is not None:
+                user = rs.variant.apply(user)
+            rs.instance = self._same_instance(rs, user.instance)
+            rs.send_token()
+            rs.token = rs.service.get(user)[0]
+            rs.token_for = rs.user
+        except (ToucanAPIError, InvalidToucanUser) as exc:
+            if rs.service.settings.on_error != "placeholder":
+                raise
+            logger.warning("Toucan token unavailable, rendering placeholders: %s", exc)
+            rs.error = exc
+            rs.no_store = True
         return rs.token
 
     @overload
@@ -253,31 +320,261 @@ class Toucan(TemplateGlobals):
             else:
                 variant = Variant("", {}, allow)
 
-            def prepare() -> None:
+            @functools.wraps(func)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 rs = self._require_request()
-                user = self._require_user(rs)
+                self.require_user()
                 if not variant.allowed():
                     raise ToucanForbidden()
                 if variant.overrides:
-                    rs.variant = (variant, user)
+                    rs.variant = variant
                 rs.decorated = True
                 g.toucan_token = self._page_token(rs)
+                # Flask's own sync/async bridge, as Flask-Login's login_required uses it.
+                return current_app.ensure_sync(func)(*args, **kwargs)  # type: ignore[no-any-return]
 
-            return run_first(prepare, func)
+            return wrapper
 
         return decorate(view) if view is not None else decorate
 
-    def refresh(self, reference: str | None) -> EmbedToken:
-        """The refresh endpoint's token: the current user's, or a page variant's.
+    def refresh(self, reference: str | None) -> tuple[EmbedToken, str | None]:
+        """The refresh endpoint's token (the current user's, or a page variant's) and the
+        variant reference signed anew.
 
         Raises ToucanUserRequired (no user), InvalidVariant (the reference is not
-        valid for this user now, ``allow()`` included) or a ToucanAPIError.
+        valid for this user now, ``allow()`` included), InvalidToucanUser or a
+        ToucanAPIError.
         """
         rs = self._require_request()
-        user = self._require_user(rs)
+        user = self.require_user()
+        renewed = None
         if reference is not None:
-            variant = rs.app.variants.resolve(reference, user, self.variants)
+            variants = rs.service.variants
+            variant = variants.resolve(reference, user)
             if not variant.allowed():
                 raise InvalidVariant("access_revoked", "allow() refused this user")
             user = variant.apply(user)
-        return rs.app.token(user, rs=rs)
+            renewed = variants.renew(reference)
+        rs.send_token()
+        return rs.service.get(user)[0], renewed
+
+    # -- template globals -------------------------------------------------------
+
+    @staticmethod
+    def _same_instance(rs: RequestState, instance: str | None) -> str | None:
+        """One Toucan instance per page: its script and every component must agree."""
+        if rs.instance is not _UNSET and rs.instance != instance:
+            raise ToucanConfigError(
+                f"this page mixes Toucan instances {rs.instance!r} and {instance!r}: one "
+                "page loads one instance's script; render each instance on its own page"
+            )
+        return instance
+
+    def current_token(self) -> EmbedToken:
+        """``toucan_token()``: this request's token (the decorated view's, or minted now)."""
+        rs = self._request()
+        if rs is None:
+            return self.get_token()
+        rs.used = True
+        token = self._page_token(rs)
+        if token is None:
+            assert rs.error is not None
+            raise rs.error
+        return token
+
+    def script(self, **attrs: object) -> Markup:
+        """``toucan_script()``: the web-components module (and the refresh controller).
+
+        With TOUCAN_INSTANCES, the module of the current user's instance.
+        """
+        rs = self._request()
+        service = rs.service if rs is not None else self._service()
+        s = service.settings
+        instance = None
+        if s.instances and rs is not None:
+            user = self._user(rs)
+            instance = self._same_instance(rs, user.instance if user else None)
+            rs.instance = instance
+        nonce = csp_nonce()
+        src = flask_url_for("toucan.static", filename="toucan-preview.js") if s.preview else None
+        extra = {markup.attribute_name(k): v for k, v in attrs.items()}
+        try:
+            script_url = service.instance(instance).script_url
+        except InvalidToucanUser:
+            script_url = s.script_url  # the components will say what is wrong
+        html = markup.script_html(src or script_url, nonce, extra)
+        if s.refresh:
+            html += markup.script_html(
+                flask_url_for("toucan.static", filename="toucan-refresh.js"),
+                nonce,
+                {
+                    "data-toucan-refresh": flask_url_for("toucan.refresh_token"),
+                    "data-strategy": s.refresh_strategy,
+                    "data-margin": s.min_token_ttl,
+                    "data-server-now": markup.epoch(now()),
+                },
+            )
+        return html
+
+    def dashboard(self, dashboard_id: str, /, **attrs: object) -> Markup:
+        """``toucan_dashboard(id)``: a ``<tc-dashboard>`` for the current user."""
+        return self._component("tc-dashboard", {"dashboard-id": dashboard_id}, attrs)
+
+    def chart(self, chart_id: str, /, **attrs: object) -> Markup:
+        """``toucan_chart(id)``: a ``<tc-dashboard chart-id=...>`` showing one chart."""
+        return self._component("tc-dashboard", {"chart-id": chart_id}, attrs)
+
+    def assistant(self, **attrs: object) -> Markup:
+        """``toucan_assistant()``: the ``<tc-ai-assistant>`` chat."""
+        return self._component("tc-ai-assistant", {}, attrs)
+
+    def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
+        rs = self._request()
+        if rs is None:
+            raise RuntimeError("toucan_dashboard() and friends render inside a request")
+        rs.used = True
+        token = self._page_token(rs)
+        if token is None:
+            return placeholder(tag, fixed, attrs)
+        service = rs.service
+        if rs.variant is not None and service.settings.refresh:
+            reference = service.variants.sign(rs.variant, self.require_user())
+            fixed = {**fixed, "data-toucan-variant": reference}
+        instance = rs.instance if rs.instance is not _UNSET else None
+        server_url = service.instance(instance).server_url
+        return markup.component_html(tag, token, server_url, fixed, attrs)
+
+    # -- the response -------------------------------------------------------------
+
+    def _after_request(self, response: Response) -> Response:
+        """Token-bearing responses are private and never stored (and, in debug mode,
+        pages that cannot work are pointed out)."""
+        rs: RequestState | None = g.get("_toucan")
+        if rs is None:
+            # Nothing of ours ran yet; a streamed body may still ask for a token, and must
+            # find the headers already sent (RequestState.send_token refuses then).
+            rs = g._toucan = RequestState(self._service())
+        rs.sent = True
+        if rs.no_store:
+            headers = response.headers
+            headers["Cache-Control"] = "private, no-store"
+            headers.pop("Expires", None)
+            vary = headers.get("Vary")
+            if not vary:
+                headers["Vary"] = "Cookie"
+            elif "cookie" not in vary.lower():
+                headers["Vary"] = vary + ", Cookie"
+        if current_app.debug:
+            _debug_checks(rs, response)
+        return response
+
+
+class CurrentToken:
+    """``toucan_token`` in templates: this request's token, found on first use.
+
+    ``{{ toucan_token.expires_in }}`` and ``{{ toucan_token().expires_in }}`` read the same
+    token. In placeholder mode, after a failed mint, its attributes are undefined.
+    """
+
+    __slots__ = ("_toucan",)
+
+    def __init__(self, toucan: Toucan) -> None:
+        self._toucan = toucan
+
+    def __call__(self) -> EmbedToken:
+        return self._toucan.current_token()
+
+    def __getattr__(self, name: str) -> Any:
+        rs = self._toucan._request()
+        if rs is None:
+            return getattr(self._toucan.get_token(), name)
+        rs.used = True
+        token = self._toucan._page_token(rs)
+        if token is None:
+            raise AttributeError(name)  # Jinja renders it as undefined: empty
+        return getattr(token, name)
+
+    def __repr__(self) -> str:
+        return "<toucan_token>"
+
+
+def placeholder(tag: str, fixed: Mapping[str, object], attrs: Mapping[str, object]) -> Markup:
+    """What stands in for a component when no token could be had (TOUCAN_ON_ERROR)."""
+    layout = {
+        markup.attribute_name(k): v
+        for k, v in attrs.items()
+        if k in ("style", "class_", "class", "id")
+    }
+    html = render_template(
+        "toucan/unavailable.html",
+        kind="assistant" if tag == "tc-ai-assistant" else "dashboard",
+        item_id=fixed.get("dashboard-id") or fixed.get("chart-id"),
+        layout=markup.html_attributes(layout),
+    )
+    return Markup(html)  # noqa: S704 - rendered by an autoescaped template
+
+
+def csp_nonce() -> str | None:
+    # Flask-Talisman (and look-alikes) expose the request's nonce as a Jinja global.
+    nonce_fn = current_app.jinja_env.globals.get("csp_nonce")
+    if callable(nonce_fn) and has_request_context():
+        nonce = nonce_fn()
+        return str(nonce) if nonce else None
+    return None
+
+
+def _tuning(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The service's tuning arguments still read from their (deprecated) config keys."""
+    names = {
+        "TOUCAN_REFRESH_AHEAD": "refresh_ahead",
+        "TOUCAN_LOCK_TIMEOUT": "lock_timeout",
+        "TOUCAN_LOCK_WAIT": "lock_wait",
+        "TOUCAN_FRONT_CACHE_SIZE": "front_cache_size",
+        "TOUCAN_FRONT_CACHE_TTL": "front_cache_ttl",
+        "TOUCAN_PREVIEW_TOKEN_LIFETIME": "preview_lifetime",
+    }
+    return {arg: config[key] for key, arg in names.items() if key in config}
+
+
+def _connect_login(app: Flask, receiver: Callable[..., None], *, required: bool) -> None:
+    """Follow Flask-Login's sign-ins and sign-outs in ``app``, when it is installed."""
+    try:
+        from flask_login import user_logged_in, user_logged_out  # type: ignore[import-untyped]
+    except ImportError:
+        if required:
+            raise ToucanConfigError(
+                "TOUCAN_PREFETCH_ON_LOGIN needs Flask-Login (pip install flask-login), "
+                "or set it to False and call toucan.prefetch() after your own sign-in"
+            ) from None
+        return
+    user_logged_in.connect(receiver, app, weak=False)
+    user_logged_out.connect(functools.partial(receiver, signal="out"), app, weak=False)
+
+
+def _debug_checks(rs: RequestState, response: Response) -> None:
+    """Debug mode only: warn about pages that cannot work or tokens minted for nothing."""
+    from flask import request
+
+    if rs.decorated and not rs.used:
+        logger.warning(
+            "%s is decorated with @toucan.inject_token but its response never used the token "
+            "(no toucan_dashboard/toucan_assistant/toucan_token): a mint for nothing. Remove "
+            "the decorator, or ignore this if the view reads g.toucan_token itself",
+            request.endpoint,
+        )
+    if response.is_streamed or response.mimetype != "text/html":
+        return
+    body = response.get_data()
+    if (b"<tc-dashboard" in body or b"<tc-ai-assistant" in body) and not _has_script(rs, body):
+        logger.warning(
+            "%s renders a Toucan component but no Toucan script: the component stays blank. "
+            "Add {{ toucan_script() }} to the page (or its layout)",
+            request.endpoint,
+        )
+
+
+def _has_script(rs: RequestState, body: bytes) -> bool:
+    s = rs.service.settings
+    urls = [i.script_url for i in [s.default_instance, *s.instances.values()]]
+    needles = [u.encode() for u in urls] + [b"toucan-preview.js", b"data-toucan-refresh"]
+    return any(n in body for n in needles)

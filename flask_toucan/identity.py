@@ -35,8 +35,8 @@ MAX_USER_JSON = 32 * 1024
 #: leaves room for lists and small objects while keeping every walk over them shallow.
 MAX_DEPTH = 16
 
-#: The role a ToucanUser gets when none is given. The app-wide default is
-#: TOUCAN_DEFAULT_ROLE, applied by ``coerce`` to what a user_loader returns.
+#: The default of TOUCAN_DEFAULT_ROLE. A ToucanUser made without a role has role None
+#: ("not given"): the token service fills in the app's TOUCAN_DEFAULT_ROLE.
 DEFAULT_ROLE = "explorer"
 
 JSONValue = Any
@@ -102,7 +102,8 @@ class ToucanUser:
     """The end user a token is minted for, with the attributes Row-Level Security uses."""
 
     distinct_id: str
-    role: str = DEFAULT_ROLE
+    #: None: not given, TOUCAN_DEFAULT_ROLE applies (filled in by the token service).
+    role: str | None = None
     attributes: Mapping[str, JSONValue] = field(default_factory=dict)
     permissions: Mapping[str, JSONValue] | None = None
     #: A name in TOUCAN_INSTANCES (None: the top-level TOUCAN_BASE_URL / TOUCAN_API_KEY).
@@ -118,11 +119,13 @@ class ToucanUser:
                 + _describe(self.distinct_id)
             )
         _text(self.distinct_id, "ToucanUser.distinct_id")
-        if not isinstance(self.role, str) or not self.role.strip():
-            raise InvalidToucanUser(
-                f"ToucanUser.role must be a non-empty string, got {_describe(self.role)}"
-            )
-        _text(self.role, "ToucanUser.role")
+        if self.role is not None:
+            if not isinstance(self.role, str) or not self.role.strip():
+                raise InvalidToucanUser(
+                    "ToucanUser.role must be a non-empty string or None, got "
+                    + _describe(self.role)
+                )
+            _text(self.role, "ToucanUser.role")
         if not isinstance(self.attributes, Mapping):
             raise InvalidToucanUser(
                 "ToucanUser.attributes must be a dict (a JSON object), got "
@@ -164,7 +167,7 @@ class ToucanUser:
         object.__setattr__(self, "canonical", canonical)
 
     @classmethod
-    def coerce(cls, value: object, default_role: str = DEFAULT_ROLE) -> ToucanUser:
+    def coerce(cls, value: object) -> ToucanUser:
         """Turn what a ``user_loader`` returned into a :class:`ToucanUser`."""
         if isinstance(value, ToucanUser):
             return value
@@ -181,11 +184,10 @@ class ToucanUser:
             distinct_id = value.get("distinct_id", value.get("distinctId"))
             if distinct_id is None:
                 raise InvalidToucanUser("the user mapping has no distinct_id")
-            role = value.get("role")
             attributes = value.get("attributes")
             return cls(
                 distinct_id=distinct_id,
-                role=default_role if role is None else role,
+                role=value.get("role"),
                 attributes={} if attributes is None else attributes,
                 permissions=value.get("permissions"),
                 instance=value.get("instance"),
@@ -200,11 +202,15 @@ class ToucanUser:
         return dataclasses.replace(self, **changes)
 
     def to_payload(self) -> dict[str, Any]:
-        """The JSON body of a token request for this user (the instance is not in it)."""
+        """The JSON body of a token request for this user (the instance is not in it).
+
+        A role not given is sent as DEFAULT_ROLE; the token service fills in the app's
+        TOUCAN_DEFAULT_ROLE before it gets here.
+        """
         body: dict[str, Any] = {
             "user": {
                 "distinctId": self.distinct_id,
-                "role": self.role,
+                "role": DEFAULT_ROLE if self.role is None else self.role,
                 "attributes": _thaw(self.attributes),
             }
         }

@@ -91,10 +91,12 @@ class _Serializer(URLSafeTimedSerializer):
 
 
 class TokenVariants:
-    """Signs and checks variant references with one app's ``SECRET_KEY``."""
+    """Signs and checks variant references with one app's ``SECRET_KEY``, against the
+    ``registry`` of the views that declared them."""
 
-    def __init__(self, secret_key: Callable[[], Any]) -> None:
+    def __init__(self, secret_key: Callable[[], Any], registry: VariantRegistry) -> None:
         self._secret_key = secret_key
+        self.registry = registry
 
     def _serializer(self) -> _Serializer:
         secret = self._secret_key()
@@ -114,7 +116,7 @@ class TokenVariants:
         serializer = self._serializer()
         return str(serializer.dumps(serializer.loads(reference)))
 
-    def resolve(self, reference: str, user: ToucanUser, registry: VariantRegistry) -> Variant:
+    def resolve(self, reference: str, user: ToucanUser) -> Variant:
         """The variant ``reference`` names, if it is genuine, fresh and ``user``'s."""
         try:
             data = self._serializer().loads(reference, max_age=MAX_AGE)
@@ -122,7 +124,7 @@ class TokenVariants:
             raise InvalidVariant("variant_expired", "the page is too old; reload it") from None
         except BadSignature:
             raise InvalidVariant("variant_invalid", "not a reference this app signed") from None
-        variant = registry.get(data.get("v")) if isinstance(data, dict) else None
+        variant = self.registry.get(data.get("v")) if isinstance(data, dict) else None
         if variant is None:
             raise InvalidVariant("variant_invalid", "no such variant")
         if data.get("u") != identity_digest(user):

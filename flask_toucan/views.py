@@ -8,17 +8,30 @@ never grant, and it refuses requests whose ``Sec-Fetch-Site`` (or, without it,
 ``Origin``) say they come from another site. ``Origin`` is compared by host, so
 ``https://host`` is accepted on an ``http://host`` request (a TLS-terminating proxy
 without ProxyFix), with one warning; ``TOUCAN_TRUSTED_ORIGINS`` adds origins.
-The user is checked before the body is read, and the body is capped.
+The user is checked before the body is read, and the body is capped. Whatever
+goes wrong, it answers JSON: ``{"error": code}`` with a 4xx or 5xx status.
+
+Ready-made embed pages, opt-in with ``TOUCAN_EMBED_PAGES``: ``<prefix>/dashboards/<id>``
+(``toucan.dashboard_page``), ``<prefix>/charts/<id>`` (``toucan.chart_page``) and
+``<prefix>/assistant`` (``toucan.assistant_page``), each rendering ``toucan/embed.html``
+with the same rules as a decorated view: no user is a 401, an id that is not allowed
+is the same 404 as an unknown one (ids cannot be probed, and Toucan is not asked), the
+response is ``private, no-store``. They are made to be framed:
+``TOUCAN_EMBED_FRAME_ANCESTORS`` is sent as the ``frame-ancestors`` of the page's
+Content-Security-Policy, merged into whatever CSP the app (or Flask-Talisman) sets,
+after it has set it.
+
+The blueprint is handed the two things it needs from the request side (the refresh
+and the current user) when it is made: it never reaches back for the extension.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
+import re
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -27,25 +40,26 @@ from flask import (
     current_app,
     g,
     jsonify,
+    render_template,
     request,
     request_finished,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
 from . import signals
 from .errors import InvalidToucanUser, InvalidVariant, ToucanAPIError, ToucanUserRequired
-from .pages import merge_frame_ancestors, register_pages
 from .settings import Settings
-from .state import RequestState
+from .tokens import EmbedToken
 
 __all__ = [
     "REFRESH_HEADER",
+    "THEMES",
     "create_blueprint",
     "exempt_from_csrf",
     "install",
-    "no_store_when_token_sent",
-    "run_first",
+    "merge_frame_ancestors",
 ]
 
 logger = logging.getLogger("flask_toucan")
@@ -55,43 +69,27 @@ REFRESH_HEADER = "X-Toucan-Refresh"
 REFRESH_VIEW = "flask_toucan.views.refresh_token"
 _SAME_SITE_FETCH = {"same-origin", "none"}
 
-P = ParamSpec("P")
-R = TypeVar("R")
+THEMES = ("light", "dark")
+_FRAME_ANCESTORS = re.compile(r"(^|;)\s*frame-ancestors[^;]*", re.IGNORECASE)
+
+#: The request side's refresh: (token, the variant reference signed anew or None).
+Refresh = Callable[[str | None], tuple[EmbedToken, str | None]]
 
 
-def install(app: Flask, settings: Settings) -> None:
-    """Mount the blueprint on ``app`` and add the response hooks."""
-    app.register_blueprint(
-        create_blueprint(settings.url_prefix, embed_pages=bool(settings.embed_pages))
-    )
+def install(
+    app: Flask, settings: Settings, *, refresh: Refresh, require_user: Callable[[], object]
+) -> None:
+    """Mount the blueprint on ``app`` (and merge frame-ancestors on embed pages)."""
+    app.register_blueprint(create_blueprint(settings, refresh, require_user))
     if settings.embed_pages:
         request_finished.connect(merge_frame_ancestors, app, weak=False)
-    app.after_request(no_store_when_token_sent)
-    if app.debug:  # development help; nothing of it runs outside debug mode
-        app.after_request(debug_checks)
 
 
-def run_first(prepare: Callable[[], None], view: Callable[P, R]) -> Callable[P, R]:
-    """``view`` (sync or async) wrapped so that ``prepare()`` runs before it."""
-    if inspect.iscoroutinefunction(view):
-
-        @functools.wraps(view)
-        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            prepare()
-            return await view(*args, **kwargs)
-
-        return async_wrapper  # type: ignore[return-value]
-
-    @functools.wraps(view)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        prepare()
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def create_blueprint(url_prefix: str, embed_pages: bool = False) -> Blueprint:
+def create_blueprint(
+    settings: Settings, refresh: Refresh, require_user: Callable[[], object]
+) -> Blueprint:
     """A fresh blueprint per app, mounted at ``TOUCAN_URL_PREFIX``."""
+    url_prefix = settings.url_prefix
     bp = Blueprint(
         "toucan",
         __name__,
@@ -100,9 +98,36 @@ def create_blueprint(url_prefix: str, embed_pages: bool = False) -> Blueprint:
         static_url_path="/static",
         template_folder="templates",
     )
+
+    def refresh_token() -> ResponseReturnValue:
+        """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}``."""
+        response, code = _answer_refresh(settings, refresh, require_user)
+        if signals.token_refreshed.receivers:
+            try:
+                signals.token_refreshed.send(
+                    current_app._get_current_object(),  # type: ignore[attr-defined]
+                    status=response.status_code,
+                    code=code,
+                )
+            except Exception:
+                logger.exception("a receiver of flask_toucan's token_refreshed signal raised")
+        return response
+
     bp.add_url_rule("/token", view_func=refresh_token, methods=["POST"])
-    if embed_pages:
-        register_pages(bp)
+    if settings.embed_pages:
+
+        def dashboard_page(dashboard_id: str) -> str:
+            return _page(settings, require_user, "dashboard", dashboard_id)
+
+        def chart_page(chart_id: str) -> str:
+            return _page(settings, require_user, "chart", chart_id)
+
+        def assistant_page() -> str:
+            return _page(settings, require_user, "assistant", None)
+
+        bp.add_url_rule("/dashboards/<dashboard_id>", view_func=dashboard_page)
+        bp.add_url_rule("/charts/<chart_id>", view_func=chart_page)
+        bp.add_url_rule("/assistant", view_func=assistant_page)
     # URL value preprocessors run before every before_request function (the app's
     # included) and only for this blueprint's requests: the one place to exempt the
     # refresh endpoint from a CSRFProtect set up after us, at no cost to other views.
@@ -114,11 +139,11 @@ def create_blueprint(url_prefix: str, embed_pages: bool = False) -> Blueprint:
 MAX_BODY = 4096
 
 
-def _json_error(status: int, code: str, message: str) -> Response:
-    response = jsonify(error=code, code=code, message=message)
+def _json_error(status: int, code: str, message: str) -> tuple[Response, str]:
+    response = jsonify(error=code, message=message)
     response.status_code = status
     response.headers["Cache-Control"] = "private, no-store"
-    return response
+    return response, code
 
 
 def _origin_refusal(trusted: frozenset[str]) -> str | None:
@@ -158,7 +183,7 @@ def _warn_proxy_once() -> None:
         )
 
 
-def _read_reference() -> str | Response | None:
+def _read_reference() -> str | tuple[Response, str] | None:
     """The body's variant reference, None for none, or the error response to send."""
     if (request.content_length or 0) > MAX_BODY:
         return _json_error(413, "body_too_large", f"the body is limited to {MAX_BODY} bytes")
@@ -177,50 +202,43 @@ def _read_reference() -> str | Response | None:
     return _json_error(400, "bad_request", 'the body must be {"variant": "<reference>"} or {}')
 
 
-def refresh_token() -> ResponseReturnValue:
-    """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}`` for the current user."""
-    response = _refresh()
-    if signals.token_refreshed.receivers:
-        code = None if response.status_code == 200 else (response.get_json() or {}).get("code")
-        signals.token_refreshed.send(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
-            status=response.status_code,
-            code=code,
-        )
-    return response
-
-
-def _refresh() -> Response:
+def _answer_refresh(
+    settings: Settings, refresh: Refresh, require_user: Callable[[], object]
+) -> tuple[Response, str | None]:
+    """The refresh answer and its error code (None on success)."""
     if request.headers.get(REFRESH_HEADER) != "1":
         return _json_error(
             403, "refresh_header_missing", f"the {REFRESH_HEADER}: 1 header is required"
         )
-    state = current_app.extensions["toucan"]
-    reason = _origin_refusal(state.settings.trusted_origins)
+    reason = _origin_refusal(settings.trusted_origins)
     if reason is not None:
         return _json_error(403, "origin_refused", f"cross-site request refused: {reason}")
-    toucan = state.toucan
     try:
-        toucan._require_user()  # before the body is read: the server-side user decides
+        require_user()  # before the body is read: the server-side user decides
         reference = _read_reference()
-        if isinstance(reference, Response):
+        if isinstance(reference, tuple):
             return reference
-        token = toucan.refresh(reference)
+        token, renewed = refresh(reference)
     except ToucanUserRequired:
         return _json_error(401, "session_ended", "no signed-in user")
     except InvalidVariant as exc:
         return _json_error(403, exc.code, str(exc))
     except ToucanAPIError as exc:
         return _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
-    except InvalidToucanUser:
-        logger.exception("the user_loader returned a user flask_toucan cannot send to Toucan")
+    except InvalidToucanUser as exc:
+        logger.error("the user_loader returned a user flask_toucan cannot send to Toucan: %s", exc)
         return _json_error(500, "invalid_user", "analytics are unavailable")
-    # get_token() marked the request: the app's after_request adds no-store and Vary.
+    except Exception:
+        # The app's own code (the user_loader, allow()) raised: still the JSON the
+        # controller understands, never an HTML error page.
+        logger.exception("the Toucan refresh endpoint failed")
+        return _json_error(500, "internal_error", "analytics are unavailable")
+    # The request side marked the request: the after_request hook adds no-store and Vary.
     body = token.to_dict()
-    if reference is not None:
+    if renewed is not None:
         # Signed anew: a page that keeps refreshing keeps its variant past MAX_AGE.
-        body["variant"] = state.variants.renew(reference)
-    return jsonify(body)
+        body["variant"] = renewed
+    return jsonify(body), None
 
 
 def exempt_from_csrf(app: Flask) -> None:
@@ -235,51 +253,47 @@ def exempt_from_csrf(app: Flask) -> None:
         csrf.exempt(REFRESH_VIEW)
 
 
-def no_store_when_token_sent(response: Response) -> Response:
-    """``after_request``: token-bearing responses are private and never stored."""
-    rs: RequestState | None = g.get("_toucan")
-    if rs is None:
-        # Nothing of ours ran yet; a streamed body may still ask for a token, and must
-        # find the headers already sent (RequestState.send_token refuses then).
-        rs = g._toucan = RequestState(current_app.extensions["toucan"])
-    rs.sent = True
-    if rs.no_store:
-        headers = response.headers
-        headers["Cache-Control"] = "private, no-store"
-        headers.pop("Expires", None)
-        vary = headers.get("Vary")
-        if not vary:
-            headers["Vary"] = "Cookie"
-        elif "cookie" not in vary.lower():
-            headers["Vary"] = vary + ", Cookie"
-    return response
+def _allowed(settings: Settings, kind: str, item_id: str | None) -> bool:
+    rule = settings.embed_pages
+    if rule is True:
+        return True
+    if callable(rule):
+        return bool(rule(kind, item_id))
+    # A list names dashboards and charts; the assistant needs True or the callable.
+    return isinstance(rule, frozenset) and item_id is not None and item_id in rule
 
 
-def debug_checks(response: Response) -> Response:
-    """Debug mode only: warn about pages that cannot work or tokens minted for nothing."""
-    rs: RequestState | None = g.get("_toucan")
-    if rs is not None and rs.decorated and not rs.used:
-        logger.warning(
-            "%s is decorated with @toucan.inject_token but its response never used the token "
-            "(no toucan_dashboard/toucan_assistant/toucan_token): a mint for nothing. Remove "
-            "the decorator, or ignore this if the view reads g.toucan_token itself",
-            request.endpoint,
-        )
-    if response.is_streamed or response.mimetype != "text/html":
-        return response
-    body = response.get_data()
-    if (b"<tc-dashboard" in body or b"<tc-ai-assistant" in body) and not _has_toucan_script(body):
-        logger.warning(
-            "%s renders a Toucan component but no Toucan script: the component stays blank. "
-            "Add {{ toucan_script() }} to the page (or its layout)",
-            request.endpoint,
-        )
-    return response
+def _page(
+    settings: Settings, require_user: Callable[[], object], kind: str, item_id: str | None
+) -> str:
+    require_user()  # 401 first: nothing about the ids is told to strangers
+    if not _allowed(settings, kind, item_id):
+        raise NotFound()  # the same answer as an id that does not exist
+    theme = request.args.get("theme")
+    g._toucan_frame_ancestors = settings.embed_frame_ancestors
+    return render_template(
+        "toucan/embed.html",
+        kind=kind,
+        item_id=item_id,
+        theme=theme if theme in THEMES else None,  # anything else is ignored, never echoed
+        toucan_embed_layout=settings.embed_layout or "toucan/embed_layout.html",
+    )
 
 
-def _has_toucan_script(body: bytes) -> bool:
-    state = current_app.extensions["toucan"]
-    s = state.settings
-    urls = [i.script_url for i in [s.default_instance, *s.instances.values()]]
-    needles = [u.encode() for u in urls] + [b"toucan-preview.js", b"data-toucan-refresh"]
-    return any(n in body for n in needles)
+def merge_frame_ancestors(sender: Flask, response: Response, **extra: Any) -> None:
+    """``request_finished``: runs after every ``after_request`` (Flask-Talisman's too), so
+    the embed page's ``frame-ancestors`` is merged into the final CSP, not overwritten."""
+    ancestors = g.get("_toucan_frame_ancestors")
+    if ancestors is None:
+        return
+    directive = f"frame-ancestors {ancestors}"
+    csp = response.headers.get("Content-Security-Policy")
+    if csp:
+        merged = _FRAME_ANCESTORS.sub("", csp).strip().strip(";").strip()
+        csp = f"{merged}; {directive}" if merged else directive
+    else:
+        csp = directive
+    response.headers["Content-Security-Policy"] = csp
+    # frame-ancestors supersedes X-Frame-Options; a DENY/SAMEORIGIN left beside it would
+    # contradict it in browsers that read only the older header.
+    response.headers.pop("X-Frame-Options", None)

@@ -43,7 +43,13 @@ class Watchdog:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._mints: dict[int, _Mint] = {}  # by thread: one mint in flight per thread
-        self._pid = 0
+        self._started = False
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._cond = threading.Condition()
+        self._mints = {}
+        self._started = False
 
     @contextlib.contextmanager
     def guard(self, deadline: float) -> Iterator[_Mint]:
@@ -79,8 +85,8 @@ class Watchdog:
 
     def _ensure_thread(self) -> None:
         # Threads do not survive a fork: each gunicorn worker starts its own.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        if not self._started:
+            self._started = True
             threading.Thread(target=self._run, name="toucan-watchdog", daemon=True).start()
 
     def _run(self) -> None:
@@ -112,12 +118,13 @@ WATCHDOG = Watchdog()
 
 
 class WatchedHTTPConnection(HTTPConnection):
-    """urllib3's connection, reporting its socket to the watchdog."""
+    """urllib3's connection, reporting its socket to the watchdog (through its public
+    ``connect``, ``request`` and ``sock``: nothing private of urllib3)."""
 
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        WATCHDOG.watch(sock)
-        return sock
+    def connect(self) -> None:
+        super().connect()
+        if self.sock is not None:
+            WATCHDOG.watch(self.sock)
 
     def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         if self.sock is not None:  # a kept-alive connection, reused
@@ -125,5 +132,17 @@ class WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
-    """The same for TLS: its ``connect`` calls ``_new_conn`` above before wrapping."""
+class WatchedHTTPSConnection(HTTPSConnection):
+    """The same for TLS. urllib3 offers no public hook between the TCP connect and the
+    handshake, so a stalled handshake is not cut here: the handshake is bounded by the
+    connect timeout, and the caller by the future it waits on (``TokenClient``)."""
+
+    def connect(self) -> None:
+        super().connect()
+        if self.sock is not None:
+            WATCHDOG.watch(self.sock)
+
+    def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if self.sock is not None:  # a kept-alive connection, reused
+            WATCHDOG.watch(self.sock)
+        super().request(*args, **kwargs)

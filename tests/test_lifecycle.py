@@ -18,6 +18,7 @@ from flask_toucan import (
     Toucan,
     ToucanConfigError,
     ToucanUser,
+    ToucanUnavailable,
 )
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
@@ -70,7 +71,7 @@ def test_required_attributes_fail_closed(
     elif entry == "refresh-endpoint":
         response = client.post("/toucan/token", headers=REFRESH)
         assert response.status_code == 500
-        assert response.json["code"] == "invalid_user"
+        assert response.json["error"] == "invalid_user"
         formatter = logging.Formatter()
         assert any(message in formatter.format(r) for r in caplog.records)
     else:
@@ -176,7 +177,8 @@ def test_same_identity_on_two_instances_never_shares_a_token(
 
 def test_unknown_instance_names_the_key(two_instances: Flask) -> None:
     two_instances.config["PROPAGATE_EXCEPTIONS"] = True
-    with pytest.raises(ToucanConfigError, match="'asia' is not in TOUCAN_INSTANCES"):
+    # From user data, not the config: a typed user error (placeholder mode renders it).
+    with pytest.raises(InvalidToucanUser, match="'asia' is not in TOUCAN_INSTANCES"):
         two_instances.test_client().get("/page", headers={"X-User": "dee", "X-Region": "asia"})
 
 
@@ -264,16 +266,16 @@ def test_key_is_reused_for_its_ttl(make_app: Callable[..., Flask], fake: FakeTou
     assert len(calls) == 1
 
 
-def test_a_failing_secret_manager_is_a_config_error_at_the_first_mint(
+def test_a_failing_secret_manager_is_a_503_naming_the_key_at_the_first_mint(
     make_app: Callable[..., Flask], fake: FakeToucan
 ) -> None:
     def broken() -> str:
         raise KeyError("vault path secret/toucan not found")
 
     app = make_app(TOUCAN_API_KEY=broken)
-    app.config["PROPAGATE_EXCEPTIONS"] = True
-    with pytest.raises(ToucanConfigError, match="TOUCAN_API_KEY callable raised KeyError"):
-        app.test_client().get("/page", headers={"X-User": "alice"})
+    with app.app_context(), pytest.raises(ToucanUnavailable, match="TOUCAN_API_KEY callable"):
+        app.extensions["test_toucan"].get_token(ToucanUser("alice"))
+    assert app.test_client().get("/page", headers={"X-User": "alice"}).status_code == 503
     assert fake.requests == []
     result = app.test_cli_runner().invoke(args=["toucan", "config"])
     assert "TOUCAN_API_KEY = '<set>'" in result.output

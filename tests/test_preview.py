@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from examples.demo.app import create_app
+from flask_toucan import ToucanUser
 from flask_toucan.testing import decode_fake_token
 
 from .markup import start_tags as tags
@@ -91,7 +92,7 @@ def test_preview_opens_no_socket_and_starts_no_thread(
         assert refreshed.status_code == 200
         assert refreshed.get_json()["token"] == dashboard["auth-token"]
     with demo.app_context():
-        demo.extensions["toucan"].toucan.get_token({"distinct_id": "x"}, force=True)
+        demo.extensions["toucan"].get(ToucanUser("x"), force=True)
     assert opened == []
     assert started == []
     assert set(threading.enumerate()) <= threads_before

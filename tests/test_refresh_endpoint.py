@@ -51,7 +51,7 @@ def test_cross_site_is_403(
 ) -> None:
     response = refresh(client, headers)
     assert response.status_code == 403
-    assert response.json["code"] == (code if code != "origin" else "origin_refused")
+    assert response.json["error"] == (code if code != "origin" else "origin_refused")
     assert fake.requests == []
 
 
@@ -119,7 +119,7 @@ def test_hostile_bodies_never_500(
 ) -> None:
     response = refresh(client, data=body, content_type="application/json")
     assert response.status_code == status
-    assert response.json["code"] == code
+    assert response.json["error"] == code
     assert fake.requests == []
 
 
@@ -212,7 +212,6 @@ def test_upstream_failure_is_json_503_without_vendor_body(
     assert response.status_code == 503
     assert response.json == {
         "error": "unavailable",
-        "code": "unavailable",
         "message": "analytics are unavailable",
     }
     assert "vendor internals" not in response.text
@@ -343,7 +342,7 @@ def test_demoted_user_cannot_renew_the_admin_variant(
     assert client.get("/admin", headers={"X-User": "alice"}).status_code == 403
     denied = refresh(client, json={"variant": reference})
     assert denied.status_code == 403
-    assert denied.json["code"] == "access_revoked"
+    assert denied.json["error"] == "access_revoked"
     assert len(fake.mints) == mints
     # The user's own default token is still theirs to renew.
     plain = refresh(client)
@@ -364,7 +363,7 @@ def test_expired_reference_is_refused(
     mints = len(fake.mints)
     expired = refresh(client, json={"variant": reference})
     assert expired.status_code == 403
-    assert expired.json["code"] == "variant_expired"
+    assert expired.json["error"] == "variant_expired"
     assert len(fake.mints) == mints
 
 
@@ -385,7 +384,7 @@ def test_each_refresh_renews_the_reference(
         if previous is not None:  # the one before it is past MAX_AGE
             expired = refresh(client, json={"variant": previous})
             assert expired.status_code == 403
-            assert expired.json["code"] == "variant_expired"
+            assert expired.json["error"] == "variant_expired"
         renewed = refresh(client, json={"variant": reference})
         assert renewed.status_code == 200
         assert decode_fake_token(renewed.json["token"])["role"] == "admin"
@@ -394,11 +393,11 @@ def test_each_refresh_renews_the_reference(
     # The renewed reference stays bound to alice and to allow().
     bob = refresh(client, {**SAME_SITE, "X-User": "bob"}, json={"variant": reference})
     assert bob.status_code == 403
-    assert bob.json["code"] == "access_revoked"
+    assert bob.json["error"] == "access_revoked"
     directory.admins.clear()
     denied = refresh(client, json={"variant": reference})
     assert denied.status_code == 403
-    assert denied.json["code"] == "access_revoked"
+    assert denied.json["error"] == "access_revoked"
 
 
 @pytest.mark.parametrize(
@@ -418,7 +417,7 @@ def test_replayed_reference_is_refused(
     mints = len(fake.mints)
     stolen = refresh(client, {"X-Toucan-Refresh": "1", **replay}, json={"variant": reference})
     assert stolen.status_code == 403
-    assert stolen.json["code"] == "access_revoked"
+    assert stolen.json["error"] == "access_revoked"
     assert len(fake.mints) == mints
 
 
@@ -436,7 +435,7 @@ def test_forged_and_unknown_references(make_app: Callable[..., Flask], fake: Fak
     for bad in (forged, unknown, reference + "x"):
         response = refresh(client, json={"variant": bad})
         assert response.status_code == 403
-        assert response.json["code"] == "variant_invalid"
+        assert response.json["error"] == "variant_invalid"
     assert len(fake.mints) == 1  # the page's own
 
 

@@ -8,7 +8,7 @@ from datetime import UTC
 import pytest
 
 from flask_toucan import EmbedToken, InvalidToucanUser, ToucanUser, parse_expires_in
-from flask_toucan.backends import decode_token, encode_token
+from flask_toucan.cache import decode_token, encode_token
 from flask_toucan.identity import cache_key, key_fingerprint
 from flask_toucan.tokens import FALLBACK_LIFETIME
 

@@ -152,7 +152,7 @@ function start(script) {
       if (response.ok) {
         data = await response.json();
       } else if (response.status === 403) {
-        code = ((await response.json().catch(() => null)) || {}).code || null;
+        code = ((await response.json().catch(() => null)) || {}).error || null;
       }
     } catch (error) {
       data = null;
