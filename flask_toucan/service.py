@@ -265,8 +265,10 @@ class TokenService:
                 return token, source
         failed = self._failures.get(key)
         if failed is not None:
-            if failed[0] > time.monotonic():
-                raise failed[1]  # the same answer for the back-off: no new attempt
+            if failed[0] > now():
+                # The same answer for the back-off, no new attempt (and no traceback
+                # growing with each raise of the one exception).
+                raise failed[1].with_traceback(None)
             self._failures.pop(key, None)
         flight, leader = self._join(key)
         if not leader:
@@ -306,12 +308,12 @@ class TokenService:
             backoff = min(max(backoff, exc.upstream_retry_after), MAX_FAILURE_BACKOFF)
         with self._guard:
             if len(self._failures) >= MAX_FAILURES:
-                current = time.monotonic()
+                current = now()
                 for old in [k for k, (until, _) in self._failures.items() if until <= current]:
                     del self._failures[old]
                 while len(self._failures) >= MAX_FAILURES:
                     del self._failures[next(iter(self._failures))]
-            self._failures[key] = (time.monotonic() + backoff, exc)
+            self._failures[key] = (now() + backoff, exc)
 
     def _mint_once(
         self, key: str, user: ToucanUser, minter: Minter, force: bool

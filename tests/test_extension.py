@@ -17,6 +17,7 @@ from flask_toucan import (
     ToucanUserRequired,
 )
 from flask_toucan.cache import FrontCache, TokenStore
+from flask_toucan.service import FAILURE_BACKOFF
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import API_KEY, USERS, Clock
@@ -538,11 +539,12 @@ def test_default_backend_stays_bounded(make_app: Callable[..., Flask], clock: Cl
 
 
 def test_placeholder_mode_renders_the_page_without_components(
-    make_app: Callable[..., Flask], fake: FakeToucan
+    make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
 ) -> None:
     app = make_app(TOUCAN_ON_ERROR="placeholder")
     client = app.test_client()
     for path in ("/page", "/lazy"):
+        clock.advance(FAILURE_BACKOFF)  # past the back-off of the previous failure
         fake.fail(503, times=1)
         response = client.get(path, headers={"X-User": "alice"})
         assert response.status_code == 200
@@ -553,7 +555,8 @@ def test_placeholder_mode_renders_the_page_without_components(
         assert response.headers["Cache-Control"] == "private, no-store"
     # One attempt per page view: the helpers did not ask Toucan again.
     assert len(fake.requests) == 2
-    # Healthy again: real components, and nothing was cached meanwhile.
+    # Healthy again: real components once the back-off is over, nothing cached meanwhile.
+    clock.advance(FAILURE_BACKOFF)
     assert "<tc-dashboard" in client.get("/page", headers={"X-User": "alice"}).text
 
 

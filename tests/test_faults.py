@@ -13,9 +13,10 @@ import pytest
 from flask import Flask
 
 from flask_toucan import ToucanError
+from flask_toucan.service import MAX_FAILURE_BACKOFF
 from flask_toucan.testing import FakeToucan
 
-from .conftest import API_KEY, USERS
+from .conftest import API_KEY, USERS, Clock
 
 RETRIES = 1
 TIMEOUT = (0.5, 0.5)
@@ -104,6 +105,7 @@ def test_fault_gives_typed_status_and_caches_nothing(
     options: dict[str, Any],
     status: int,
     attempts: int,
+    clock: Clock,
 ) -> None:
     options = dict(options)
     if options.get("retry_after") == "DATE":
@@ -117,7 +119,11 @@ def test_fault_gives_typed_status_and_caches_nothing(
     # per attempt connect+read timeouts, plus at most the 5 s Retry-After we may honour.
     assert len(fake.requests) == attempts
     assert elapsed < attempts * sum(TIMEOUT) + (attempts - 1) * 5 + 2
-    # Nothing was cached: once Toucan is healthy, the next call mints.
+    # Within the back-off the same answer comes at once, without asking Toucan again...
+    assert call(fault_app, entry) == status
+    assert len(fake.requests) == attempts
+    # ...and no token was cached: once the back-off is over, the next call mints.
+    clock.advance(MAX_FAILURE_BACKOFF)
     assert call(fault_app, entry) == 200
     assert len(fake.mints) == 1
 

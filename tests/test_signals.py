@@ -49,7 +49,7 @@ def test_a_page_view_mints_then_serves(
     client.get("/page", headers={"X-User": "alice"})
     client.get("/page", headers={"X-User": "alice"})
     (minted,) = named(received, "token-minted")
-    assert minted["identity"] == identity_digest(USERS["alice"])
+    assert minted["identity"] == identity_digest(USERS["alice"].replace(role="explorer"))
     assert minted["instance"] is None
     assert minted["lifetime"] == 3600
     assert 0 <= minted["duration"] < 5
@@ -92,7 +92,7 @@ def test_mint_failed_names_the_error_class(
     assert app.test_client().get("/page", headers={"X-User": "alice"}).status_code == 503
     (failed,) = named(received, "mint-failed")
     assert failed["error"] == "ToucanUnavailable"
-    assert failed["identity"] == identity_digest(USERS["alice"])
+    assert failed["identity"] == identity_digest(USERS["alice"].replace(role="explorer"))
     assert named(received, "token-minted") == []
 
 

@@ -129,10 +129,13 @@ def test_user_is_frozen_and_copies_attributes() -> None:
 
 
 def test_coerce_accepts_mappings_in_both_spellings() -> None:
-    a = ToucanUser.coerce({"distinctId": "u", "attributes": {"x": 1}}, default_role="viewer")
+    a = ToucanUser.coerce({"distinctId": "u", "role": "viewer", "attributes": {"x": 1}})
     b = ToucanUser.coerce({"distinct_id": "u", "role": "viewer", "attributes": {"x": 1}})
     assert a == b
     assert a.role == "viewer"
+    # No role: not given (TOUCAN_DEFAULT_ROLE applies later), as for ToucanUser("u").
+    assert ToucanUser.coerce({"distinct_id": "u"}).role is None
+    assert ToucanUser.coerce({"distinct_id": "u"}) == ToucanUser("u")
     with pytest.raises(InvalidToucanUser, match=r"unknown user field.*tenant"):
         ToucanUser.coerce({"distinct_id": "u", "tenant": "x"})
     with pytest.raises(InvalidToucanUser, match="no distinct_id"):
