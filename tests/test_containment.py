@@ -4,6 +4,7 @@ raising on the refresh endpoint, a role nobody gave. Each through the public API
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -139,10 +140,8 @@ def _mint_for(app: Flask, toucan: Toucan, name: str) -> None:
 
 
 def _quietly(job: Callable[[], object]) -> None:
-    try:
+    with contextlib.suppress(Exception):
         job()
-    except Exception:
-        pass
 
 
 # -- 3. a failing Toucan, one identity ----------------------------------------------------

@@ -17,8 +17,8 @@ from flask_toucan import (
     InvalidToucanUser,
     Toucan,
     ToucanConfigError,
-    ToucanUser,
     ToucanUnavailable,
+    ToucanUser,
 )
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
