@@ -139,9 +139,6 @@ def timeout(config: Mapping[str, Any], key: str) -> tuple[float, float]:
     return float(parts[0]), float(parts[1])
 
 
-_TYPES = {t.__name__: t for t in ATTRIBUTE_TYPES}
-
-
 def required_attributes(config: Mapping[str, Any], key: str) -> dict[str, tuple[type, ...]]:
     value = config.get(key)
     if value is None:

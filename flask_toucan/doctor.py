@@ -15,17 +15,18 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 
+from .answers import CLOCK_SKEW_WARNING
 from .client import TokenClient
 from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
 from .service import TokenService
 from .settings import deferred_config_error, unknown_keys
+from .transport import env_ca_bundle
 
 __all__ = ["run_checks"]
 
 Check = tuple[bool, str]
-SKEW_LIMIT = 30.0
 
 
 def run_checks(app: Flask) -> Iterator[Check]:
@@ -115,7 +116,7 @@ def _instance_checks(state: TokenService, instance: Instance) -> Iterator[Check]
     skew = minter.last_skew if isinstance(minter, TokenClient) else None
     if skew is None:
         yield True, f"clock{label}: Toucan sent no Date header to compare with"
-    elif abs(skew) > SKEW_LIMIT:
+    elif abs(skew) > CLOCK_SKEW_WARNING:
         yield (
             False,
             (
@@ -124,7 +125,7 @@ def _instance_checks(state: TokenService, instance: Instance) -> Iterator[Check]
             ),
         )
     else:
-        yield True, f"clock{label}: within {SKEW_LIMIT:.0f} s of Toucan's ({-skew:+.1f} s)"
+        yield True, f"clock{label}: within {CLOCK_SKEW_WARNING:.0f} s of Toucan's ({-skew:+.1f} s)"
 
 
 def _cache_checks(state: TokenService) -> Iterator[Check]:
@@ -181,10 +182,7 @@ def _endpoint_checks(app: Flask, prefix: str) -> Iterator[Check]:
 
 
 def _tls(sock: socket.socket, host: str, verify: bool | str) -> None:
-    import os
-
-    bundle = verify if isinstance(verify, str) else None
-    bundle = bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    bundle = (verify if isinstance(verify, str) else None) or env_ca_bundle()
     context = ssl.create_default_context(cafile=bundle)
     if not verify:  # TOUCAN_VERIFY = False: the app chose not to check; neither do we
         context.check_hostname = False

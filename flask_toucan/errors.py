@@ -86,6 +86,9 @@ class ToucanAPIError(ToucanError, HTTPException):
 
     code = 502
     description = "Analytics are unavailable right now."
+    #: Seconds until flask_toucan tries Toucan again for this identity (its failure
+    #: back-off); the refresh endpoint sends it as ``Retry-After``.
+    retry_in: float | None = None
 
     def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
         HTTPException.__init__(self, self.description)
@@ -136,3 +139,9 @@ class ToucanRateLimited(ToucanUnavailable):
     ) -> None:
         super().__init__(message, upstream_status=upstream_status)
         self.upstream_retry_after = retry_after
+
+
+def describe(value: object) -> str:
+    """``repr(value)`` cut to 40 characters, for messages about a wrong value."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

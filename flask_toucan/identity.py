@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import InvalidToucanUser
+from .errors import InvalidToucanUser, describe
 
 __all__ = [
     "MAX_DEPTH",
@@ -40,11 +40,6 @@ MAX_DEPTH = 16
 DEFAULT_ROLE = "explorer"
 
 JSONValue = Any
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _text(value: str, path: str) -> str:
@@ -116,14 +111,13 @@ class ToucanUser:
         if not isinstance(self.distinct_id, str) or not self.distinct_id.strip():
             raise InvalidToucanUser(
                 "ToucanUser.distinct_id must be a non-empty string, got "
-                + _describe(self.distinct_id)
+                + describe(self.distinct_id)
             )
         _text(self.distinct_id, "ToucanUser.distinct_id")
         if self.role is not None:
             if not isinstance(self.role, str) or not self.role.strip():
                 raise InvalidToucanUser(
-                    "ToucanUser.role must be a non-empty string or None, got "
-                    + _describe(self.role)
+                    "ToucanUser.role must be a non-empty string or None, got " + describe(self.role)
                 )
             _text(self.role, "ToucanUser.role")
         if not isinstance(self.attributes, Mapping):
@@ -152,7 +146,7 @@ class ToucanUser:
             if not isinstance(self.instance, str) or not self.instance.strip():
                 raise InvalidToucanUser(
                     "ToucanUser.instance must be a name in TOUCAN_INSTANCES or None, got "
-                    + _describe(self.instance)
+                    + describe(self.instance)
                 )
             _text(self.instance, "ToucanUser.instance")
             # Part of the identity (the cache key), not of the request body.

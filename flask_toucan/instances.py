@@ -17,7 +17,15 @@ from urllib.parse import urlsplit
 from .checks import boolean, fail, path, string, url
 from .errors import ToucanConfigError
 
-__all__ = ["Instance", "KeySource", "api_key", "base_url", "named_instances"]
+__all__ = [
+    "Instance",
+    "KeySource",
+    "api_key",
+    "base_url",
+    "named_instances",
+    "script_url_for",
+    "server_url_for",
+]
 
 #: An API key, or a zero-argument callable returning it (a secret manager's getter).
 KeySource = str | Callable[[], str]
@@ -46,6 +54,16 @@ class Instance:
             "SERVER_URL": self.server_url,
             "SCRIPT_URL": self.script_url,
         }
+
+
+def server_url_for(base_url: str) -> str:
+    """The components' ``server-url`` of an instance at ``base_url`` (TOUCAN_SERVER_URL)."""
+    return base_url.rstrip("/") + "/api"
+
+
+def script_url_for(base_url: str) -> str:
+    """The web-components module of an instance at ``base_url`` (TOUCAN_SCRIPT_URL)."""
+    return base_url.rstrip("/") + "/embed/embed.js"
 
 
 def api_key(config: Mapping[str, Any], key: str) -> KeySource | None:
@@ -111,8 +129,8 @@ def _entry(config: Mapping[str, Any], name: str, entry: Mapping[str, Any]) -> In
         "TOUCAN_TOKEN_PATH": entry.get("TOKEN_PATH", config.get("TOUCAN_TOKEN_PATH")),
     }
     base = base_url(sub, "TOUCAN_BASE_URL")
-    sub["TOUCAN_SERVER_URL"] = entry.get("SERVER_URL", base + "/api")
-    sub["TOUCAN_SCRIPT_URL"] = entry.get("SCRIPT_URL", base + "/embed/embed.js")
+    sub["TOUCAN_SERVER_URL"] = entry.get("SERVER_URL", server_url_for(base))
+    sub["TOUCAN_SCRIPT_URL"] = entry.get("SCRIPT_URL", script_url_for(base))
     return Instance(
         name,
         base,

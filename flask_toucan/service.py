@@ -29,6 +29,7 @@ mints. Renewals and prefetches share one small executor per process.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -43,7 +44,7 @@ from cachelib.simple import SimpleCache
 from . import signals
 from .cache import NO_LEASE, FrontCache, TokenMemoryCache, TokenStore, leases_for
 from .client import TokenClient, default_deadline
-from .errors import InvalidToucanUser, ToucanError, ToucanRateLimited, ToucanUnavailable
+from .errors import InvalidToucanUser, ToucanAPIError, ToucanRateLimited, ToucanUnavailable
 from .identity import ToucanUser, cache_key, check_required, identity_digest
 from .instances import Instance
 from .preview import PreviewMinter
@@ -130,7 +131,7 @@ class TokenService:
         self._guard = threading.Lock()
         self._minters: dict[str | None, Minter] = {}
         self._flights: dict[str, _Flight] = {}
-        self._failures: dict[str, tuple[float, ToucanError]] = {}
+        self._failures: dict[str, tuple[float, ToucanAPIError]] = {}
         self.renewing: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
         self.pending = 0
@@ -265,10 +266,13 @@ class TokenService:
                 return token, source
         failed = self._failures.get(key)
         if failed is not None:
-            if failed[0] > now():
-                # The same answer for the back-off, no new attempt (and no traceback
-                # growing with each raise of the one exception).
-                raise failed[1].with_traceback(None)
+            left = failed[0] - now()
+            if left > 0:
+                # The same answer for the back-off, no new attempt: a copy, so that no
+                # traceback grows with each raise and each caller sees its own wait.
+                error = copy.copy(failed[1])
+                error.retry_in = left
+                raise error.with_traceback(None)
             self._failures.pop(key, None)
         flight, leader = self._join(key)
         if not leader:
@@ -286,7 +290,7 @@ class TokenService:
             return token, source
         except BaseException as exc:
             flight.error = exc
-            if isinstance(exc, ToucanError):
+            if isinstance(exc, ToucanAPIError):
                 self._remember_failure(key, exc)
             raise
         finally:
@@ -302,7 +306,7 @@ class TokenService:
             flight = self._flights[key] = _Flight()
             return flight, True
 
-    def _remember_failure(self, key: str, exc: ToucanError) -> None:
+    def _remember_failure(self, key: str, exc: ToucanAPIError) -> None:
         backoff = FAILURE_BACKOFF
         if isinstance(exc, ToucanRateLimited) and exc.upstream_retry_after:
             backoff = min(max(backoff, exc.upstream_retry_after), MAX_FAILURE_BACKOFF)
@@ -314,6 +318,7 @@ class TokenService:
                 while len(self._failures) >= MAX_FAILURES:
                     del self._failures[next(iter(self._failures))]
             self._failures[key] = (now() + backoff, exc)
+        exc.retry_in = backoff
 
     def _mint_once(
         self, key: str, user: ToucanUser, minter: Minter, force: bool
@@ -438,7 +443,7 @@ class TokenService:
             return  # renewing elsewhere, or backing off after a failure
         try:
             self._mint(key, user, minter, time.monotonic() + self.deadline)
-        except ToucanError as exc:
+        except ToucanAPIError as exc:
             # Keep the still-valid token; the lease is left to expire as a back-off
             # across processes, the failure memo here.
             self._remember_failure(key, exc)

@@ -220,9 +220,8 @@ def apply_defaults(config: dict[str, Any]) -> None:
     config.setdefault("TOUCAN_API_KEY", os.environ.get("TOUCAN_API_KEY") or None)
     base = config["TOUCAN_BASE_URL"]
     if isinstance(base, str):
-        base = base.rstrip("/")
-        config.setdefault("TOUCAN_SERVER_URL", base + "/api")
-        config.setdefault("TOUCAN_SCRIPT_URL", base + "/embed/embed.js")
+        config.setdefault("TOUCAN_SERVER_URL", instances.server_url_for(base))
+        config.setdefault("TOUCAN_SCRIPT_URL", instances.script_url_for(base))
 
 
 def unknown_keys(config: Mapping[str, Any]) -> dict[str, str | None]:

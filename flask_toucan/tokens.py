@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import describe
+
 if TYPE_CHECKING:
     from .identity import ToucanUser
 
@@ -93,7 +95,7 @@ def parse_expires_in(value: object, max_lifetime: int = MAX_LIFETIME) -> int:
         logger.warning(
             "Toucan returned an expiresIn of %s that flask_toucan does not understand; "
             "assuming %d seconds",
-            _describe(value),
+            describe(value),
             FALLBACK_LIFETIME,
         )
         return FALLBACK_LIFETIME
@@ -103,17 +105,12 @@ def parse_expires_in(value: object, max_lifetime: int = MAX_LIFETIME) -> int:
             logger.warning(
                 "Toucan returned an expiresIn of %s, more than TOUCAN_MAX_TOKEN_LIFETIME "
                 "(%d s); using %d s",
-                _describe(value),
+                describe(value),
                 max_lifetime,
                 max_lifetime,
             )
         return max_lifetime
     return int(seconds)
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # ---------------------------------------------------------------------------

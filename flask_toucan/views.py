@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -224,7 +225,12 @@ def _answer_refresh(
     except InvalidVariant as exc:
         return _json_error(403, exc.code, str(exc))
     except ToucanAPIError as exc:
-        return _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
+        answer = _json_error(exc.code or 503, "unavailable", "analytics are unavailable")
+        if exc.retry_in:
+            # This identity's back-off: the controller waits for it instead of asking
+            # again at once (it would be told the same).
+            answer[0].headers["Retry-After"] = str(math.ceil(exc.retry_in))
+        return answer
     except InvalidToucanUser as exc:
         logger.error("the user_loader returned a user flask_toucan cannot send to Toucan: %s", exc)
         return _json_error(500, "invalid_user", "analytics are unavailable")

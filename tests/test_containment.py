@@ -170,7 +170,9 @@ def test_a_failure_is_remembered_for_the_back_off_then_tried_again(
     fake.fail(503, times=1)
     client = make_app().test_client()
     for _ in range(5):
-        assert client.post("/toucan/token", headers={"X-User": "alice", **REFRESH}).status_code
+        answer = client.post("/toucan/token", headers={"X-User": "alice", **REFRESH})
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"  # the controller waits the back-off
     assert len(fake.requests) == 1
     # Another identity is not held back by alice's failure.
     assert client.get("/page", headers={"X-User": "bob"}).status_code == 200

@@ -168,7 +168,10 @@ function start(script) {
     } else if (status === 401 || status === 403) {
       end(status);
     } else {
-      failed(group, status);
+      // The server's back-off for this identity (Retry-After, seconds): retrying sooner
+      // would only be told the same.
+      const hint = response ? Number(response.headers.get("Retry-After")) : NaN;
+      failed(group, status, Number.isFinite(hint) && hint > 0 ? hint * 1000 : 0);
     }
     const next = waiting.values().next().value;
     if (next) {
@@ -211,13 +214,14 @@ function start(script) {
     });
   }
 
-  function failed(group, status) {
+  function failed(group, status, retryAfterMs) {
     group.failures += 1;
     const left = group.expiresAt - Date.now();
     const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** (group.failures - 1));
     let delay = base / 2 + Math.random() * (base / 2);
     // Never give up while the token is still valid: keep a few tries before expiry.
     if (left > 0) delay = Math.min(delay, Math.max(250, left / 3));
+    if (retryAfterMs) delay = retryAfterMs + Math.random() * 100;
     schedule(group, delay);
     emit("toucan:token-error", {
       status,
