@@ -101,6 +101,14 @@ class ToucanAPIError(ToucanError, HTTPException):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
 
+    def again(self, retry_in: float) -> ToucanAPIError:
+        """This error, raised anew for a caller within its back-off: a copy (each caller
+        its own traceback) saying how long the back-off has left."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.retry_in = retry_in
+        return clone
+
 
 class ToucanAuthError(ToucanAPIError, BadGateway):
     """Toucan refused the API key (401/403): a server configuration problem."""

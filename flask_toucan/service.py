@@ -29,7 +29,6 @@ mints. Renewals and prefetches share one small executor per process.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -270,9 +269,7 @@ class TokenService:
             if left > 0:
                 # The same answer for the back-off, no new attempt: a copy, so that no
                 # traceback grows with each raise and each caller sees its own wait.
-                error = copy.copy(failed[1])
-                error.retry_in = left
-                raise error.with_traceback(None)
+                raise failed[1].again(left)
             self._failures.pop(key, None)
         flight, leader = self._join(key)
         if not leader:

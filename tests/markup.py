@@ -22,3 +22,12 @@ def start_tags(html: str) -> list[Element]:
     parser.feed(html)
     parser.close()
     return parser.found
+
+
+def token_of(html: str) -> str:
+    """The ``auth-token`` of the first Toucan component in ``html``."""
+    for _, attrs in start_tags(html):
+        token = attrs.get("auth-token")
+        if token:
+            return token
+    raise AssertionError("no component with an auth-token in the page")

@@ -23,13 +23,10 @@ from flask_toucan.service import FAILURE_BACKOFF
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import API_KEY, Clock
+from .markup import token_of
 from .servers import Gunicorn, RedisServer
 
 REFRESH = {"X-Toucan-Refresh": "1", "Sec-Fetch-Site": "same-origin"}
-
-
-def token_of(html: str) -> str:
-    return html.split('auth-token="')[1].split('"')[0]
 
 
 # -- 1. a raising signal receiver ------------------------------------------------------

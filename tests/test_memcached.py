@@ -17,6 +17,7 @@ from flask_toucan.cache import AddLeases
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import USERS
+from .markup import token_of
 from .servers import MemcachedServer
 from .shared_backend import (
     alice_in_this_process,
@@ -55,10 +56,6 @@ def mc_app(
     yield make
     for app in apps:  # python-memcached keeps its sockets open until told
         app.extensions["toucan"].store.backend.client.disconnect_all()
-
-
-def token_of(html: str) -> str:
-    return html.split('auth-token="')[1].split('"')[0]
 
 
 def key_of(app: Flask, user: str) -> str:

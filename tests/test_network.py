@@ -390,7 +390,7 @@ def test_https_through_the_proxy_to_a_private_ca(
     app = make_app(TOUCAN_BASE_URL=tls_fake.url, TOUCAN_VERIFY=ca_bundle)
     assert call(app, "get_token") == 200
     log = (Path(proxy.dir) / "log").read_text()
-    assert f"CONNECT 127.0.0.1:{tls_fake.port}" in log or "CONNECT" in log
+    assert f"CONNECT 127.0.0.1:{tls_fake.port}" in log
 
 
 def test_a_dead_proxy_names_toucan_proxies(

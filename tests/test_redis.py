@@ -16,6 +16,7 @@ from flask_toucan import ToucanUnavailable
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import USERS, Clock
+from .markup import token_of
 from .servers import RedisServer
 
 
@@ -44,10 +45,6 @@ def redis_app(make_app: Callable[..., Flask], redis_server: RedisServer) -> Call
         return make_app(**config)
 
     return make
-
-
-def token_of(html: str) -> str:
-    return html.split('auth-token="')[1].split('"')[0]
 
 
 def test_tokens_are_shared_between_app_instances(

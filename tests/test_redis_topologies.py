@@ -18,6 +18,7 @@ from flask import Flask
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import USERS
+from .markup import token_of
 from .servers import Gunicorn, RedisClusterSet, RedisSentinelSet, RedisServer
 from .shared_backend import (
     alice_in_this_process,
@@ -85,10 +86,6 @@ def topo_app(
         )
 
     return make
-
-
-def token_of(html: str) -> str:
-    return html.split('auth-token="')[1].split('"')[0]
 
 
 def test_values_in_redis_are_json_not_pickle(
