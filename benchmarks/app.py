@@ -101,8 +101,6 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
         "TOUCAN_MAX_RETRIES": 0,
         # Like-for-like with the hand-written page, which has no refresh controller.
         "TOUCAN_REFRESH": False,
-        "TOUCAN_FRONT_CACHE_TTL": float(env.get("BENCH_FRONT_TTL", "30")),
-        "TOUCAN_REFRESH_AHEAD": float(env.get("BENCH_REFRESH_AHEAD", "0.5")),
         "TOUCAN_MIN_TOKEN_TTL": int(env.get("BENCH_MIN_TTL", "300")),
     }
     if env.get("BENCH_CACHE_CONFIG"):
@@ -115,7 +113,14 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
     if env.get("BENCH_PREFIX"):
         config["TOUCAN_CACHE_KEY_PREFIX"] = env["BENCH_PREFIX"]
     app.config.update(config)
-    toucan = Toucan(app)
+    toucan = Toucan(
+        app,
+        service_options={
+            "front_cache_ttl": float(env.get("BENCH_FRONT_TTL", "30")),
+            "refresh_ahead": float(env.get("BENCH_REFRESH_AHEAD", "0.5")),
+        },
+    )
+    app.extensions["bench_toucan"] = toucan
     token_url = env["BENCH_TOUCAN_URL"] + "/embed/generate-token"
     fixed_token = env.get("BENCH_FIXED_TOKEN", "fake.eyJzdWIiOiJhIn0.fixed")
 

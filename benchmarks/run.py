@@ -536,8 +536,8 @@ def bench_growth(results: Results, bar: tqdm) -> None:
     with fake_toucan(0.0) as fake:
         app = create_app(env_for(fake))
         state = app.extensions["toucan"]
-        toucan = state.toucan
-        backend = state.cache.backend
+        toucan = app.extensions["bench_toucan"]
+        backend = state.store.backend
         filled = 0
         warm = ToucanUser("user-0", attributes={"tenant": "t-user-0", "region": "EU"})
         for target in results.sizes.growth:
@@ -546,9 +546,9 @@ def bench_growth(results: Results, bar: tqdm) -> None:
             with app.app_context():
                 while filled < target:
                     user = ToucanUser(f"user-{filled}", attributes={"tenant": f"t-{filled}"})
-                    state.cache.get_or_mint(
-                        state.key_for(user),
-                        lambda _deadline: EmbedToken.from_lifetime("tok", 3600, time.time()),
+                    state.store.put(
+                        state.key_for(state.resolve(user)),
+                        EmbedToken.from_lifetime("tok", 3600, time.time()),
                     )
                     filled += 1
                 toucan.get_token(warm)
@@ -562,8 +562,8 @@ def bench_growth(results: Results, bar: tqdm) -> None:
                     "users": target,
                     "get_token_us": cost * 1e6,
                     "rss_mb": rss_mb(),
-                    "backend_entries": len(getattr(backend, "_cache", {})),
-                    "front_entries": len(state.cache.front or []),
+                    "backend_entries": len(backend.keys()),
+                    "front_entries": len(state.store.front or []),
                 }
             )
             bar.update(1)

@@ -21,7 +21,7 @@ from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
 from .service import TokenService
-from .settings import deferred_config_error, unknown_keys
+from .settings import deferred_config_error, removed_keys, unknown_keys
 from .transport import env_ca_bundle
 
 __all__ = ["run_checks"]
@@ -36,6 +36,8 @@ def run_checks(app: Flask) -> Iterator[Check]:
         yield False, f"unknown config key {key}: {hint}"
     if not unknown:
         yield True, "no unknown TOUCAN_* keys"
+    for key, replacement in removed_keys(app.config).items():
+        yield False, f"config key {key} was removed and has no effect: {replacement}"
     error = deferred_config_error(app)
     if error is not None:
         yield False, f"configuration: {error}"

@@ -33,7 +33,13 @@ from .errors import (
 )
 from .identity import ToucanUser
 from .service import TokenService
-from .settings import apply_defaults, defer_config_error, read_settings, unknown_keys
+from .settings import (
+    apply_defaults,
+    defer_config_error,
+    read_settings,
+    removed_keys,
+    unknown_keys,
+)
 from .tokens import EmbedToken, now
 from .variants import TokenVariants, Variant, VariantRegistry
 from .views import install
@@ -97,18 +103,30 @@ class Toucan:
     """Embeds Toucan AI for the signed-in users of one or more Flask apps.
 
     ``Toucan(app)``, or ``Toucan()`` then ``init_app(app)`` in an app factory.
-    Pass ``cache=`` a :class:`flask_caching.Cache` to share the app's own cache.
+    Pass ``cache=`` a :class:`flask_caching.Cache` to share the app's own cache, and
+    ``service_options=`` keyword arguments of :class:`~flask_toucan.service.TokenService`
+    to tune it (``refresh_ahead``, ``lock_timeout``, ``lock_wait``, ``front_cache_size``,
+    ``front_cache_ttl``, ``preview_lifetime``).
     """
 
-    def __init__(self, app: Flask | None = None, *, cache: Cache | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        cache: Cache | None = None,
+        service_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self._app_cache = cache
+        self._service_options = dict(service_options or {})
         self._user_loader: UserLoader | None = None
         self.variants = VariantRegistry()
         self._services: dict[int, TokenService] = {}  # id(service) -> service, ours only
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: Flask, *, service_options: Mapping[str, Any] | None = None) -> None:
+        """Set flask_toucan up on ``app``; ``service_options`` (for this app) add to or
+        replace the constructor's."""
         if "toucan" in app.extensions:
             raise RuntimeError(
                 "flask_toucan is already initialised on this app; call init_app once per app"
@@ -120,6 +138,9 @@ class Toucan:
                 key,
                 f"; did you mean {suggestion}?" if suggestion else "",
             )
+        for key, replacement in removed_keys(app.config).items():
+            logger.warning("config key %s was removed and has no effect: %s", key, replacement)
+        options = {**self._service_options, **(service_options or {})}
         try:
             settings = read_settings(app.config)
             backend = backend_for(app, settings, self._app_cache)
@@ -130,7 +151,12 @@ class Toucan:
             defer_config_error(app, exc)
             return
         variants = TokenVariants(lambda: app.secret_key, self.variants)
-        service = TokenService(settings, backend, variants, app=app, **_tuning(app.config))
+        try:
+            service = TokenService(settings, backend, variants, app=app, **options)
+        except TypeError as exc:
+            raise ToucanConfigError(
+                f"service_options: {exc}; see TokenService in the API reference"
+            ) from None
         self._services[id(service)] = service
         app.extensions["toucan"] = service
         install(app, settings, refresh=self.refresh, require_user=self.require_user)
@@ -521,19 +547,6 @@ def csp_nonce() -> str | None:
         nonce = nonce_fn()
         return str(nonce) if nonce else None
     return None
-
-
-def _tuning(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The service's tuning arguments still read from their (deprecated) config keys."""
-    names = {
-        "TOUCAN_REFRESH_AHEAD": "refresh_ahead",
-        "TOUCAN_LOCK_TIMEOUT": "lock_timeout",
-        "TOUCAN_LOCK_WAIT": "lock_wait",
-        "TOUCAN_FRONT_CACHE_SIZE": "front_cache_size",
-        "TOUCAN_FRONT_CACHE_TTL": "front_cache_ttl",
-        "TOUCAN_PREVIEW_TOKEN_LIFETIME": "preview_lifetime",
-    }
-    return {arg: config[key] for key, arg in names.items() if key in config}
 
 
 def _connect_login(app: Flask, receiver: Callable[..., None], *, required: bool) -> None:

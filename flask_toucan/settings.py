@@ -30,6 +30,7 @@ __all__ = [
     "deferred_config_error",
     "did_you_mean",
     "read_settings",
+    "removed_keys",
     "unknown_keys",
 ]
 
@@ -101,20 +102,6 @@ KEYS: tuple[Key, ...] = (
     Key("TOUCAN_PREVIEW", False, checks.boolean,
         "offline preview: tokens minted in process, stand-in "
         "components, no Toucan account needed"),
-    Key("TOUCAN_PREVIEW_TOKEN_LIFETIME", 3600, checks.integer(1),
-        "seconds of life of preview tokens"),
-    Key("TOUCAN_REFRESH_AHEAD", 0.5, checks.number(0, 1),
-        "share of a token's life after which it is renewed in "
-        "the background (0 = off)"),
-    Key("TOUCAN_LOCK_TIMEOUT", 10, checks.integer(1),
-        "seconds a mint lease lives in the shared cache"),
-    Key("TOUCAN_LOCK_WAIT", 5.0, checks.number(0),
-        "seconds a request waits for another one's mint of the "
-        "same token before minting itself"),
-    Key("TOUCAN_FRONT_CACHE_SIZE", 1000, checks.integer(0),
-        "entries of the in-process front cache over a shared backend"),
-    Key("TOUCAN_FRONT_CACHE_TTL", 30, checks.number(0),
-        "seconds a front-cache entry may live (0 = off)"),
     Key("TOUCAN_TRUSTED_ORIGINS", (), checks.origins,
         "extra origins (https://host[:port]) the refresh endpoint "
         "accepts, e.g. a sibling subdomain"),
@@ -171,12 +158,6 @@ class Settings:
     refresh: bool
     refresh_strategy: str
     preview: bool
-    preview_token_lifetime: int
-    refresh_ahead: float
-    lock_timeout: int
-    lock_wait: float
-    front_cache_size: int
-    front_cache_ttl: float
     trusted_origins: frozenset[str]
     instances: dict[str, Instance]
     api_key_ttl: int
@@ -224,13 +205,39 @@ def apply_defaults(config: dict[str, Any]) -> None:
         config.setdefault("TOUCAN_SCRIPT_URL", instances.script_url_for(base))
 
 
+#: Keys that were tuning knobs of the token service, not settings an app should need:
+#: now arguments of :class:`~flask_toucan.service.TokenService`, given through
+#: ``Toucan(service_options=...)`` or ``init_app(app, service_options=...)``.
+REMOVED: dict[str, str] = {
+    "TOUCAN_REFRESH_AHEAD": "refresh_ahead",
+    "TOUCAN_LOCK_TIMEOUT": "lock_timeout",
+    "TOUCAN_LOCK_WAIT": "lock_wait",
+    "TOUCAN_FRONT_CACHE_SIZE": "front_cache_size",
+    "TOUCAN_FRONT_CACHE_TTL": "front_cache_ttl",
+    "TOUCAN_PREVIEW_TOKEN_LIFETIME": "preview_lifetime",
+}
+
+
+def removed_keys(config: Mapping[str, Any]) -> dict[str, str]:
+    """Removed keys set in ``config``, each with what replaces it."""
+    return {
+        key: f"pass service_options={{{REMOVED[key]!r}: ...}} to Toucan() or init_app()"
+        for key in config
+        if key in REMOVED
+    }
+
+
 def unknown_keys(config: Mapping[str, Any]) -> dict[str, str | None]:
-    """``TOUCAN_*`` keys flask_toucan does not know, each with the closest known one."""
+    """``TOUCAN_*`` keys flask_toucan does not know, each with the closest known one
+    (removed keys are not unknown: :func:`removed_keys` says what replaced them)."""
     known = [k.name for k in KEYS]
     return {
         key: next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.75)), None)
         for key in config
-        if isinstance(key, str) and key.startswith("TOUCAN_") and key not in known
+        if isinstance(key, str)
+        and key.startswith("TOUCAN_")
+        and key not in known
+        and key not in REMOVED
     }
 
 

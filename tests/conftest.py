@@ -157,9 +157,6 @@ def config(fake: FakeToucan) -> dict[str, Any]:
         "TOUCAN_BASE_URL": fake.url,
         "TOUCAN_TIMEOUT": (2, 2),
         "TOUCAN_MAX_RETRIES": 0,
-        # Off for the tests that count mints with a moving clock; the refresh-ahead
-        # tests turn it on.
-        "TOUCAN_REFRESH_AHEAD": 0,
     }
 
 
@@ -171,10 +168,15 @@ def current_test_user() -> ToucanUser | None:
 @pytest.fixture
 def make_app(config: dict[str, Any]) -> Callable[..., Flask]:
     def make(**overrides: Any) -> Flask:
+        """An app with ``overrides`` in its config; lower-case names are TokenService
+        options (refresh-ahead is off unless asked for: the tests that count mints with
+        a moving clock would see background renewals)."""
+        options = {"refresh_ahead": 0.0}
+        options.update({k: overrides.pop(k) for k in list(overrides) if not k.isupper()})
         app = Flask(__name__)
         app.config.update(config)
         app.config.update(overrides)
-        toucan = Toucan(app)
+        toucan = Toucan(app, service_options=options)
         toucan.user_loader(current_test_user)
         app.extensions["test_toucan"] = toucan
 

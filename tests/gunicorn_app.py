@@ -38,16 +38,18 @@ def create_app() -> Flask:
         TOUCAN_CACHE_KEY_PREFIX=os.environ.get("TEST_PREFIX", "toucan:"),
         TOUCAN_MIN_TOKEN_TTL=int(os.environ.get("TEST_MIN_TTL", "300")),
         TOUCAN_MAX_RETRIES=int(os.environ.get("TEST_MAX_RETRIES", "0")),
-        TOUCAN_REFRESH_AHEAD=float(os.environ.get("TEST_REFRESH_AHEAD", "0.5")),
-        TOUCAN_LOCK_WAIT=float(os.environ.get("TEST_LOCK_WAIT", "5")),
-        TOUCAN_LOCK_TIMEOUT=int(os.environ.get("TEST_LOCK_TIMEOUT", "10")),
-        TOUCAN_FRONT_CACHE_TTL=float(os.environ.get("TEST_FRONT_TTL", "30")),
     )
+    options = {
+        "refresh_ahead": float(os.environ.get("TEST_REFRESH_AHEAD", "0.5")),
+        "lock_wait": float(os.environ.get("TEST_LOCK_WAIT", "5")),
+        "lock_timeout": int(os.environ.get("TEST_LOCK_TIMEOUT", "10")),
+        "front_cache_ttl": float(os.environ.get("TEST_FRONT_TTL", "30")),
+    }
     app.config.update(
         SECRET_KEY="gunicorn-tests",
         TOUCAN_PREFETCH_ON_LOGIN=os.environ.get("TEST_PREFETCH") == "1",
     )
-    toucan = Toucan(app)
+    toucan = Toucan(app, service_options=options)
     login = LoginManager(app)
     login.user_loader(Member)
 

@@ -52,7 +52,7 @@ def test_many_users_keep_the_front_cache_and_locks_bounded(
     app = make_app(
         TOUCAN_CACHE_CONFIG={"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
         TOUCAN_CACHE_KEY_PREFIX="bounds:",
-        TOUCAN_FRONT_CACHE_SIZE=50,
+        front_cache_size=50,
     )
     toucan = app.extensions["test_toucan"]
 

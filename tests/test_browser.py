@@ -368,7 +368,7 @@ def test_demo_screenshot_shows_refreshed_token(
     from examples.demo.app import create_app
 
     monkeypatch.delenv("TOUCAN_API_KEY", raising=False)
-    demo = create_app({"TOUCAN_PREVIEW_TOKEN_LIFETIME": LIFETIME, "TOUCAN_MIN_TOKEN_TTL": MARGIN})
+    demo = create_app({"TOUCAN_MIN_TOKEN_TTL": MARGIN}, token_lifetime=LIFETIME)
     server = serve(demo)
     context = browser.new_context(viewport={"width": 1200, "height": 700})
     context.add_init_script(RECORD_EVENTS)

@@ -511,7 +511,7 @@ def test_backend_failure_is_logged_and_bypassed(
 def test_cache_config_dict_is_honoured(make_app: Callable[..., Flask], fake: FakeToucan) -> None:
     app = make_app(
         TOUCAN_CACHE_CONFIG={"CACHE_TYPE": "NullCache", "CACHE_NO_NULL_WARNING": True},
-        TOUCAN_FRONT_CACHE_TTL=0,
+        front_cache_ttl=0,
     )
     client = app.test_client()
     client.get("/page", headers={"X-User": "alice"})

@@ -65,7 +65,7 @@ def key_of(app: Flask, user: str) -> str:
 
 
 def test_leases_are_memcached_add_with_an_expiry(mc_app: Callable[..., Flask]) -> None:
-    leases = mc_app(TOUCAN_LOCK_TIMEOUT=1).extensions["toucan"].store.leases
+    leases = mc_app(lock_timeout=1).extensions["toucan"].store.leases
     assert isinstance(leases, AddLeases)
     name = f"lease-{uuid.uuid4().hex}"
     first = leases.acquire(name)
@@ -107,7 +107,7 @@ def test_a_pickled_value_planted_in_memcached_is_never_loaded(
     key = key_of(app, "alice")
     stored = memcached.raw(f"set {key} 1 600 {len(payload)}\r\n".encode() + payload + b"\r\n")
     assert stored == b"STORED\r\n"
-    other = mc_app(TOUCAN_FRONT_CACHE_TTL=0).test_client()
+    other = mc_app(front_cache_ttl=0).test_client()
     response = other.get("/page", headers={"X-User": "alice"})
     assert response.status_code == 200
     assert not marker.exists()

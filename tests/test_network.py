@@ -48,7 +48,7 @@ def test_compressed_answers_are_decoded_everywhere(
     make_app: Callable[..., Flask], fake: FakeToucan, encoding: str
 ) -> None:
     fake.compress = encoding
-    app = make_app(TOUCAN_REFRESH_AHEAD=0)
+    app = make_app(refresh_ahead=0)
     results = entry_points_and_cli(app)
     assert {results[e] for e in ENTRY_POINTS} == {200}
     assert results["cli"][0] == 0, results["cli"][1]

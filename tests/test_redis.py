@@ -76,7 +76,7 @@ def test_warm_page_view_costs_no_redis_round_trip(
 
 
 def test_front_cache_is_bounded(redis_app: Callable[..., Flask], fake: FakeToucan) -> None:
-    app = redis_app(TOUCAN_FRONT_CACHE_SIZE=10)
+    app = redis_app(front_cache_size=10)
     toucan = app.extensions["test_toucan"]
     with app.app_context():
         for i in range(60):
@@ -124,7 +124,7 @@ def test_steady_traffic_never_waits_on_toucan_after_warm_up(
     delay = 0.4
     fake.expires_in = 4
     fake.delay = delay
-    apps = [redis_app(TOUCAN_MIN_TOKEN_TTL=1, TOUCAN_REFRESH_AHEAD=0.5) for _ in range(2)]
+    apps = [redis_app(TOUCAN_MIN_TOKEN_TTL=1, refresh_ahead=0.5) for _ in range(2)]
     clients = [a.test_client() for a in apps]
     clients[0].get("/page", headers={"X-User": "alice"})  # warm-up
     timings: list[float] = []
@@ -152,7 +152,7 @@ def test_steady_traffic_never_waits_on_toucan_after_warm_up(
 def test_stale_while_error_then_typed_error(
     redis_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
 ) -> None:
-    app = redis_app(TOUCAN_REFRESH_AHEAD=0.5, TOUCAN_LOCK_TIMEOUT=1)
+    app = redis_app(refresh_ahead=0.5, lock_timeout=1)
     client = app.test_client()
     page = client.get("/page", headers={"X-User": "alice"})
     token = token_of(page.text)
@@ -182,7 +182,7 @@ def test_redis_killed_mid_traffic_then_recovered(
     try:
         app = make_app(
             TOUCAN_CACHE_CONFIG={"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": server.url},
-            TOUCAN_FRONT_CACHE_TTL=1,
+            front_cache_ttl=1,
         )
         client = app.test_client()
         users = ["alice", "bob", "carol"]

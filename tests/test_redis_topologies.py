@@ -117,7 +117,7 @@ def test_a_pickled_value_planted_in_redis_is_never_loaded(
     r: Any = topology.client()
     r.set(key, planted, ex=600)
     r.close()
-    other = topo_app(TOUCAN_FRONT_CACHE_TTL=0).test_client()
+    other = topo_app(front_cache_ttl=0).test_client()
     response = other.get("/page", headers={"X-User": "alice"})
     assert response.status_code == 200
     assert not os.path.exists("/tmp/pwned-by-toucan")
@@ -169,7 +169,7 @@ def test_killed_lease_holder_leaves_nothing_without_ttl(
 def test_a_dead_master_or_node_never_breaks_a_page(
     topo_app: Callable[..., Flask], topology: Topology, fake: FakeToucan
 ) -> None:
-    app = topo_app(TOUCAN_FRONT_CACHE_TTL=1)
+    app = topo_app(front_cache_ttl=1)
     client = app.test_client()
     assert client.get("/page", headers={"X-User": "alice"}).status_code == 200
     victim = (

@@ -69,7 +69,7 @@ def test_request_front_and_stale_sources(
     app = make_app(
         TOUCAN_CACHE_CONFIG={"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
         TOUCAN_CACHE_KEY_PREFIX="signals:",
-        TOUCAN_REFRESH_AHEAD=0.5,
+        refresh_ahead=0.5,
     )
     toucan = app.extensions["test_toucan"]
     with app.test_request_context("/", headers={"X-User": "alice"}):

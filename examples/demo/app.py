@@ -37,20 +37,21 @@ def load_toucan_user() -> ToucanUser | None:
     )
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
+def create_app(config: dict[str, Any] | None = None, *, token_lifetime: int | None = None) -> Flask:
+    """The demo app; ``token_lifetime``: seconds of life of its preview tokens."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=os.environ.get("DEMO_SECRET_KEY", "demo-only-not-secret"),
         TOUCAN_PREVIEW=not os.environ.get("TOUCAN_API_KEY"),
-        # Short preview tokens, so the page shows them being renewed.
-        TOUCAN_PREVIEW_TOKEN_LIFETIME=int(os.environ.get("DEMO_TOKEN_LIFETIME", "120")),
         TOUCAN_MIN_TOKEN_TTL=int(os.environ.get("DEMO_MIN_TOKEN_TTL", "30")),
         DASHBOARD_ID=os.environ.get("TOUCAN_DASHBOARD_ID", "sales-overview"),
     )
     # The demo's dashboard also as a ready-made embed page (framed on the index page).
     app.config.setdefault("TOUCAN_EMBED_PAGES", [app.config["DASHBOARD_ID"]])
     app.config.update(config or {})
-    toucan.init_app(app)
+    # Short preview tokens, so the page shows them being renewed.
+    lifetime = token_lifetime or int(os.environ.get("DEMO_TOKEN_LIFETIME", "120"))
+    toucan.init_app(app, service_options={"preview_lifetime": lifetime})
 
     @app.get("/")
     def index() -> str | Response:
