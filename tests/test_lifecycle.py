@@ -391,3 +391,34 @@ def test_prefetch_on_login_needs_flask_login(
     monkeypatch.setitem(sys.modules, "flask_login", None)
     with pytest.raises(ToucanConfigError, match="TOUCAN_PREFETCH_ON_LOGIN needs Flask-Login"):
         make_app(TOUCAN_PREFETCH_ON_LOGIN=True)
+
+
+# -- removed keys and service options -----------------------------------------------
+
+
+def test_removed_tuning_keys_are_warned_about_with_their_replacement(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(TOUCAN_REFRESH_AHEAD=0.9, TOUCAN_LOCK_WAIT=1)
+    messages = [r.getMessage() for r in caplog.records if r.name == "flask_toucan"]
+    assert (
+        "config key TOUCAN_REFRESH_AHEAD was removed and has no effect: pass "
+        "service_options={'refresh_ahead': ...} to Toucan() or init_app()"
+    ) in messages
+    assert any("TOUCAN_LOCK_WAIT was removed" in m for m in messages)
+    assert not any("unknown config key" in m for m in messages)
+    assert app.extensions["toucan"].refresh_ahead == 0  # the key had no effect
+    result = app.test_cli_runner().invoke(args=["toucan", "doctor"])
+    assert "✗ config key TOUCAN_REFRESH_AHEAD was removed" in result.output
+
+
+def test_service_options_reach_the_service_and_a_typo_names_them(fake: FakeToucan) -> None:
+    app = Flask(__name__)
+    app.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
+    Toucan(app, service_options={"lock_wait": 1.5, "refresh_ahead": 0.25})
+    assert app.extensions["toucan"].lock_wait == 1.5
+    assert app.extensions["toucan"].refresh_ahead == 0.25
+    other = Flask(__name__)
+    other.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
+    with pytest.raises(ToucanConfigError, match="service_options: .*'lock_wiat'"):
+        Toucan(other, service_options={"lock_wiat": 1.5})
