@@ -195,6 +195,29 @@ class ToucanUser:
         """A copy with some fields changed, validated like a new one."""
         return dataclasses.replace(self, **changes)
 
+    def with_default_role(self, role: str) -> ToucanUser:
+        """This user with ``role`` if none was given (TOUCAN_DEFAULT_ROLE), else itself.
+
+        Runs on every page view of users without a role, so it skips what ``replace``
+        would redo for nothing: the attributes are already checked and frozen, and the
+        canonical form ends with the role by construction (sorted keys: ``user`` is the
+        last top-level key, ``role`` its last member), so only that end changes.
+        Benchmarked: about a third of a warm view's token handling with ``replace``.
+        """
+        if self.role is not None:
+            return self
+        if not isinstance(role, str) or not role.strip():
+            raise InvalidToucanUser(f"the default role must be a non-empty string, got {role!r}")
+        _text(role, "TOUCAN_DEFAULT_ROLE")
+        assert self.canonical.endswith('"role":' + _NO_ROLE_END)
+        canonical = self.canonical[: -len(_NO_ROLE_END)] + _canonical_json(role) + "}}"
+        clone = object.__new__(ToucanUser)
+        for name in ("distinct_id", "attributes", "permissions", "instance"):
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "role", role)
+        object.__setattr__(clone, "canonical", canonical)
+        return clone
+
     def to_payload(self) -> dict[str, Any]:
         """The JSON body of a token request for this user (the instance is not in it).
 
@@ -219,6 +242,9 @@ class ToucanUser:
         if not isinstance(other, ToucanUser):
             return NotImplemented
         return self.canonical == other.canonical
+
+
+_NO_ROLE_END = "null}}"  # the end of a canonical form whose role is None
 
 
 def _canonical_json(value: object) -> str:

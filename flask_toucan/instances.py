@@ -9,6 +9,7 @@ in clear).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,6 @@ __all__ = [
 #: An API key, or a zero-argument callable returning it (a secret manager's getter).
 KeySource = str | Callable[[], str]
 
-_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
 _ENTRY_KEYS = {"BASE_URL", "API_KEY", "TOKEN_PATH", "SERVER_URL", "SCRIPT_URL"}
 
 
@@ -54,6 +54,18 @@ class Instance:
             "SERVER_URL": self.server_url,
             "SCRIPT_URL": self.script_url,
         }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: decided by address, never by the look of a name
+    (``127.attacker.example`` and ``127.0.0.1.nip.io`` resolve wherever their owner wants);
+    the one name trusted is ``localhost``."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def server_url_for(base_url: str) -> str:
@@ -87,7 +99,7 @@ def base_url(config: Mapping[str, Any], key: str) -> str:
     value = url(config, key).rstrip("/")
     parsed = urlsplit(value)
     host = (parsed.hostname or "").lower()
-    loopback = host in _LOOPBACK or host.startswith("127.")
+    loopback = is_loopback(host)
     if parsed.scheme == "http" and not loopback and config.get("TOUCAN_ALLOW_HTTP") is not True:
         raise ToucanConfigError(
             f"{key} is a plain http:// URL ({value}): the API key would travel in clear. "

@@ -204,8 +204,7 @@ class TokenService:
     def resolve(self, user: ToucanUser) -> ToucanUser:
         """``user`` as it is sent: the default role filled in, instance and required
         attributes checked (InvalidToucanUser otherwise, before any call)."""
-        if user.role is None:
-            user = user.replace(role=self.settings.default_role)
+        user = user.with_default_role(self.settings.default_role)
         self.instance(user.instance)
         check_required(user, self.settings.required_attributes)
         return user

@@ -59,7 +59,13 @@ for _names, _seconds in (
     for _name in _names:
         _UNIT_SECONDS[_name] = _seconds
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+#: A number and an optional unit. Applied with ``fullmatch`` to a value already stripped
+#: and at most :data:`MAX_EXPIRES_IN` characters: no two parts can match the same
+#: characters (digits, then spaces, then letters), so matching is linear even on hostile
+#: input (the old ``\s*`` on both sides of an empty unit was quadratic).
+_DURATION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
+#: Longer ``expiresIn`` strings are refused before any parsing ("1 hour" is 6).
+MAX_EXPIRES_IN = 32
 
 
 _warned_cap = False
@@ -84,8 +90,8 @@ def parse_expires_in(value: object, max_lifetime: int = MAX_LIFETIME) -> int:
             seconds = float(value)
         except OverflowError:  # an int too large for a float
             seconds = math.inf
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
+    elif isinstance(value, str) and len(value) <= MAX_EXPIRES_IN:
+        match = _DURATION.fullmatch(value.strip())
         if match:
             unit = match.group(2).lower()
             factor = _UNIT_SECONDS.get(unit) if unit else 1

@@ -422,3 +422,26 @@ def test_service_options_reach_the_service_and_a_typo_names_them(fake: FakeTouca
     other.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
     with pytest.raises(ToucanConfigError, match="service_options: .*'lock_wiat'"):
         Toucan(other, service_options={"lock_wiat": 1.5})
+
+
+@pytest.mark.parametrize(
+    ("base", "allowed"),
+    [
+        ("http://127.0.0.1:8765", True),
+        ("http://127.3.2.1", True),
+        ("http://[::1]:8765", True),
+        ("http://localhost:8765", True),
+        ("http://127.attacker.example", False),
+        ("http://127.0.0.1.nip.io", False),
+        ("http://localhost.attacker.example", False),
+        ("http://10.0.0.7", False),
+    ],
+)
+def test_plain_http_is_allowed_only_to_loopback_addresses(base: str, allowed: bool) -> None:
+    app = Flask(__name__)
+    app.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=base)
+    if allowed:
+        Toucan(app)
+    else:
+        with pytest.raises(ToucanConfigError, match="in clear"):
+            Toucan(app)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from datetime import UTC
 
 import pytest
@@ -222,3 +223,40 @@ def test_embed_token_repr_hides_value() -> None:
     assert "SUPER-SECRET" not in repr(token)
     assert "SUPER-SECRET" not in str(token)
     assert "SUPER-SECRET" not in f"{token}"
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        ToucanUser("u"),
+        ToucanUser("u", attributes={"role": None, "x": [1, {"role": None}]}),
+        ToucanUser("u", permissions={"ai": "can_query"}, instance="eu"),
+        ToucanUser('ü"}}', attributes={"z": '"role":null}}'}),
+    ],
+)
+def test_with_default_role_is_replace_without_the_rework(user: ToucanUser) -> None:
+    fast = user.with_default_role("viewer")
+    slow = user.replace(role="viewer")
+    assert fast == slow
+    assert fast.canonical == slow.canonical
+    assert hash(fast) == hash(slow)
+    assert fast.to_payload() == slow.to_payload()
+    assert fast.with_default_role("other") is fast  # a role given is kept
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "1" + " " * 200_000 + "!",
+        " " * 200_000 + "1h",
+        "1" * 200_000 + "x",
+        "1." + "1" * 200_000,
+        "1 " + "h" * 200_000,
+    ],
+)
+def test_hostile_expires_in_is_refused_in_linear_time(hostile: str) -> None:
+    started = time.perf_counter()
+    assert parse_expires_in(hostile) == FALLBACK_LIFETIME
+    assert time.perf_counter() - started < 0.5
+    # Short values with spaces still parse as before.
+    assert parse_expires_in("  2   days ") == 86400
