@@ -420,7 +420,7 @@ def test_service_options_reach_the_service_and_a_typo_names_them(fake: FakeTouca
     assert app.extensions["toucan"].refresh_ahead == 0.25
     other = Flask(__name__)
     other.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
-    with pytest.raises(ToucanConfigError, match="service_options: .*'lock_wiat'"):
+    with pytest.raises(ToucanConfigError, match=r"service_options: .*'lock_wiat'"):
         Toucan(other, service_options={"lock_wiat": 1.5})
 
 
