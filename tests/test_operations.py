@@ -274,3 +274,23 @@ def test_debug_warnings(
         assert len(wasted) == 1 and "unused" in wasted[0]
     else:
         assert blank == wasted == []
+
+
+@pytest.mark.parametrize(
+    "cache_config",
+    [
+        {"CACHE_TYPE": "RedisCach"},  # a typo
+        {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": "127.0.0.1:6379"},  # no scheme
+    ],
+)
+@pytest.mark.parametrize("command", ["doctor", "config"])
+def test_a_broken_cache_config_is_a_line_not_a_traceback(
+    command: str, cache_config: dict[str, Any]
+) -> None:
+    config = {"TOUCAN_PREVIEW": True, "TOUCAN_CACHE_CONFIG": cache_config}
+    result = flask_cli("toucan", command, config=config)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert "✗" in output and "TOUCAN_CACHE_CONFIG" in output
+    if command == "doctor":
+        assert result.returncode == 1
