@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -120,7 +121,8 @@ class Toucan:
         self._service_options = dict(service_options or {})
         self._user_loader: UserLoader | None = None
         self.variants = VariantRegistry()
-        self._services: dict[int, TokenService] = {}  # id(service) -> service, ours only
+        # The services of the apps this instance was set up on (not keeping them alive).
+        self._services: weakref.WeakSet[TokenService] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -157,7 +159,7 @@ class Toucan:
             raise ToucanConfigError(
                 f"service_options: {exc}; see TokenService in the API reference"
             ) from None
-        self._services[id(service)] = service
+        self._services.add(service)
         app.extensions["toucan"] = service
         install(app, settings, refresh=self.refresh, require_user=self.require_user)
         app.after_request(self._after_request)
@@ -183,7 +185,7 @@ class Toucan:
                 "or `with app.app_context():`"
             )
         service = current_app.extensions.get("toucan")
-        if not isinstance(service, TokenService) or self._services.get(id(service)) is not service:
+        if not isinstance(service, TokenService) or service not in self._services:
             raise RuntimeError(
                 "this Toucan instance is not initialised on the current app; "
                 "did you forget toucan.init_app(app)?"
@@ -195,7 +197,7 @@ class Toucan:
         if not has_request_context():
             return None
         rs: RequestState | None = g.get("_toucan")
-        if rs is None or self._services.get(id(rs.service)) is not rs.service:
+        if rs is None or rs.service not in self._services:
             rs = g._toucan = RequestState(self._service())
         return rs
 
