@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -309,13 +310,22 @@ def leases_for(backend: Any, ttl: float) -> Leases | None:
     return None
 
 
+#: What follows the prefix in a key flask_toucan wrote: a token's key is a SHA-256 hex
+#: digest (:func:`~flask_toucan.identity.cache_key`), a lease is that plus ``:lock``.
+_OUR_KEY = re.compile(r"[0-9a-f]{64}(?::lock)?")
+
+
 def list_keys(backend: Any, prefix: str) -> Iterator[str] | None:
-    """Every key of ours under ``prefix``, when the backend can list them (else None)."""
+    """Every key flask_toucan wrote under ``prefix``, when the backend can list them (else
+    None). Another application's key that happens to start with the prefix is not ours:
+    only keys of our layout are listed (``flask toucan cache clear`` deletes these)."""
     if isinstance(backend, _KeepsRedisClient):
-        return backend.keys_under(prefix)
-    if isinstance(backend, TokenMemoryCache):
-        return iter([k for k in backend.keys() if k.startswith(prefix)])  # noqa: SIM118
-    return None
+        found: Iterator[str] = backend.keys_under(prefix)
+    elif isinstance(backend, TokenMemoryCache):
+        found = iter([k for k in backend.keys() if k.startswith(prefix)])  # noqa: SIM118
+    else:
+        return None
+    return (k for k in found if _OUR_KEY.fullmatch(k[len(prefix) :]))
 
 
 class FrontCache:

@@ -163,9 +163,14 @@ def cache_config(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | Non
 
 
 def prefix(config: Mapping[str, Any], key: str) -> str:
+    """TOUCAN_CACHE_KEY_PREFIX: our namespace in a shared cache. ``flask toucan cache
+    clear`` deletes what is under it, so it must name something of ours alone: not
+    empty, and no glob character that would widen it to other applications' keys."""
     value = config.get(key)
-    if not isinstance(value, str):
-        raise fail(key, "must be a string", value)
+    if not isinstance(value, str) or not value.strip():
+        raise fail(key, "must be a non-empty string such as 'toucan:'", value)
+    if any(ch in value for ch in "*?[]\\") or any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise fail(key, "must not hold glob characters (* ? [ ] \\), spaces or controls", value)
     return value
 
 

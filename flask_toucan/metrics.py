@@ -18,6 +18,7 @@ set before the workers start, and a ``MultiProcessCollector`` where you expose
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from flask import Flask
@@ -64,9 +65,22 @@ def _for(registry: CollectorRegistry) -> tuple[Counter, Histogram, Counter, Coun
     return found
 
 
+#: The registries each app is already counted in.
+_INSTRUMENTED: weakref.WeakKeyDictionary[Flask, set[int]] = weakref.WeakKeyDictionary()
+
+
 def instrument(app: Flask, registry: CollectorRegistry | None = None) -> None:
-    """Count ``app``'s mints, serves and refreshes in ``registry`` (default: the global one)."""
-    mints, durations, served, refreshes = _for(registry or REGISTRY)
+    """Count ``app``'s mints, serves and refreshes in ``registry`` (default: the global one).
+
+    Calling it again for the same app and registry changes nothing (no event is counted
+    twice).
+    """
+    registry = registry or REGISTRY
+    done = _INSTRUMENTED.setdefault(app, set())
+    if id(registry) in done:
+        return
+    done.add(id(registry))
+    mints, durations, served, refreshes = _for(registry)
 
     def on_minted(sender: Flask, duration: float, **extra: Any) -> None:
         mints.labels(outcome="ok").inc()

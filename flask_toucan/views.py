@@ -293,13 +293,14 @@ def merge_frame_ancestors(sender: Flask, response: Response, **extra: Any) -> No
     if ancestors is None:
         return
     directive = f"frame-ancestors {ancestors}"
-    csp = response.headers.get("Content-Security-Policy")
-    if csp:
+    # Every policy the app set is kept (a browser enforces each), with ours merged in.
+    policies = []
+    for csp in response.headers.getlist("Content-Security-Policy") or [""]:
         merged = _FRAME_ANCESTORS.sub("", csp).strip().strip(";").strip()
-        csp = f"{merged}; {directive}" if merged else directive
-    else:
-        csp = directive
-    response.headers["Content-Security-Policy"] = csp
+        policies.append(f"{merged}; {directive}" if merged else directive)
+    response.headers.remove("Content-Security-Policy")
+    for policy in policies:
+        response.headers.add("Content-Security-Policy", policy)
     # frame-ancestors supersedes X-Frame-Options; a DENY/SAMEORIGIN left beside it would
     # contradict it in browsers that read only the older header.
     response.headers.pop("X-Frame-Options", None)

@@ -445,3 +445,24 @@ def test_plain_http_is_allowed_only_to_loopback_addresses(base: str, allowed: bo
     else:
         with pytest.raises(ToucanConfigError, match="in clear"):
             Toucan(app)
+
+
+@pytest.mark.parametrize("prefix", ["", "   ", "t*", "toucan:[ab]", "a?", "a\\b", "to can"])
+def test_a_cache_key_prefix_that_could_reach_other_apps_keys_is_refused(prefix: str) -> None:
+    app = Flask(__name__)
+    app.config.update(TOUCAN_PREVIEW=True, TOUCAN_CACHE_KEY_PREFIX=prefix)
+    with pytest.raises(ToucanConfigError, match="TOUCAN_CACHE_KEY_PREFIX"):
+        Toucan(app)
+
+
+def test_instrument_twice_counts_each_event_once(make_app: Callable[..., Flask]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from flask_toucan.metrics import instrument
+
+    registry = CollectorRegistry()
+    app = make_app()
+    instrument(app, registry)
+    instrument(app, registry)
+    app.test_client().get("/page", headers={"X-User": "alice"})
+    assert registry.get_sample_value("toucan_mints_total", {"outcome": "ok"}) == 1

@@ -294,3 +294,33 @@ def test_a_broken_cache_config_is_a_line_not_a_traceback(
     assert "✗" in output and "TOUCAN_CACHE_CONFIG" in output
     if command == "doctor":
         assert result.returncode == 1
+
+
+def test_cache_clear_leaves_other_applications_keys_alone(
+    make_app: Callable[..., Flask], fake: FakeToucan, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    planted = {
+        "session:abc": "s",
+        "celery-task-meta-1": "c",
+        "app:cart:42": "a",
+        "tenant-config:1": "t",
+        "t" + "0" * 63: "not 64 hex characters after the prefix",
+        "t" + "f" * 64 + ":other": "ours in shape, but not a lease",
+    }
+    for key, value in planted.items():
+        r.set(key, value)
+    try:
+        app = make_app(
+            TOUCAN_CACHE_KEY_PREFIX="t",  # a short prefix other keys also start with
+            TOUCAN_CACHE_CONFIG={"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
+        )
+        app.test_client().get("/page", headers={"X-User": "alice"})
+        runner = app.test_cli_runner()
+        assert "tokens: 1" in runner.invoke(args=["toucan", "cache", "stats"]).output
+        cleared = runner.invoke(args=["toucan", "cache", "clear", "--yes"])
+        assert "deleted 1 keys" in cleared.output, cleared.output
+        for key, value in planted.items():
+            assert r.get(key) == value.encode(), key
+    finally:
+        r.delete(*planted)

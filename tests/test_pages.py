@@ -203,3 +203,21 @@ def test_url_for_works_in_templates(make_app: Callable[..., Flask], fake: FakeTo
             "<iframe src=\"{{ url_for('toucan.dashboard_page', dashboard_id='sales') }}\">"
         )
     assert html == '<iframe src="/toucan/dashboards/sales">'
+
+
+def test_every_csp_header_the_app_set_is_kept_with_frame_ancestors_merged(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    app = make_app(TOUCAN_EMBED_PAGES=True)
+
+    @app.after_request
+    def two_policies(response: Any) -> Any:
+        response.headers.add("Content-Security-Policy", "default-src 'self'; frame-ancestors *")
+        response.headers.add("Content-Security-Policy", "script-src 'none'")
+        return response
+
+    page = app.test_client().get("/toucan/dashboards/sales", headers=ALICE)
+    assert page.headers.getlist("Content-Security-Policy") == [
+        "default-src 'self'; frame-ancestors 'self'",
+        "script-src 'none'; frame-ancestors 'self'",
+    ]
