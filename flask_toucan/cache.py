@@ -18,6 +18,7 @@ constructors, ``get``/``set``/``add``/``delete``, the serializer hook, ``Lock``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import re
@@ -102,7 +103,9 @@ class TokenMemoryCache(BaseCache):
         default_timeout: int = 300,
         ignore_delete_many_errors: bool = False,
     ) -> None:
-        super().__init__(default_timeout, ignore_delete_many_errors)
+        # Only default_timeout: older flask-caching takes nothing else.
+        super().__init__(default_timeout)
+        self.ignore_delete_many_errors = ignore_delete_many_errors
         self.threshold = threshold
         self._entries: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
@@ -240,7 +243,8 @@ class TokenMemcachedCache(FlaskMemcachedCache):
     def __init__(self, servers: Any = None, *args: Any, **kwargs: Any) -> None:
         if servers is None or isinstance(servers, (list, tuple)):
             try:
-                import memcache  # type: ignore[import-untyped]
+                # Untyped, and absent wherever python-memcached is not installed.
+                memcache: Any = importlib.import_module("memcache")
             except ImportError:
                 pass  # pylibmc or libmc: see SECURITY.md
             else:

@@ -152,7 +152,7 @@ class Toucan:
             # Loaded by `flask toucan ...`: the command reports the error (✗) instead.
             defer_config_error(app, exc)
             return
-        variants = TokenVariants(lambda: app.secret_key, self.variants)
+        variants = TokenVariants(lambda: app.secret_key, self.variants, settings.variant_max_age)
         try:
             service = TokenService(settings, backend, variants, app=app, **options)
         except TypeError as exc:
@@ -340,6 +340,15 @@ class Toucan:
             for name, value in (("role", role), ("permissions", permissions))
             if value is not None
         }
+
+        if overrides and allow is None:
+            raise ToucanConfigError(
+                "inject_token(role=..., permissions=...) needs allow=: a zero-argument "
+                "callable run on every page view and every refresh of this variant (e.g. "
+                "allow=lambda: current_user.is_admin). A decorator stacked above only "
+                "guards the page, not its refreshes; allow=lambda: True lets every "
+                "signed-in user have this variant"
+            )
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
             # Only role/permission variants are renewed by reference: register those.

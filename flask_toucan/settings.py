@@ -126,6 +126,9 @@ KEYS: tuple[Key, ...] = (
     Key("TOUCAN_EMBED_FRAME_ANCESTORS", "'self'", checks.frame_ancestors,
         "frame-ancestors sent (merged into any "
         "Content-Security-Policy) on embed pages"),
+    Key("TOUCAN_VARIANT_MAX_AGE", 86400, checks.integer(1),
+        "seconds after a page's render during which its inject_token(role=..., "
+        "permissions=...) components keep renewing; then the page must be reloaded"),
     Key("TOUCAN_ON_ERROR", "raise", checks.choice("raise", "placeholder"),
         "raise: a failed mint is a 502/503 page; placeholder: "
         "the page renders, each component becomes toucan/unavailable.html"),
@@ -166,6 +169,7 @@ class Settings:
     embed_pages: bool | frozenset[str] | Callable[[str, str | None], bool]
     embed_layout: str | None
     embed_frame_ancestors: str
+    variant_max_age: int
     on_error: str
 
     @property

@@ -4,11 +4,14 @@
 :class:`Variant` for the decorated view. The page's components carry only a
 reference to it: the variant's name and a digest of the user's whole identity (id,
 role, attributes, permissions), signed with the app's ``SECRET_KEY`` and
-timestamped. The refresh endpoint renews a variant only when the reference is
-genuine and younger than :data:`MAX_AGE`, the current user has exactly that
-identity, and ``allow()`` still says yes; it then answers with the reference signed
-anew, which the page sends next time. The browser never names a role or
-permissions: they are looked up here, on the server.
+timestamped with the page's render. A variant changes what a user may see, so it
+must have an ``allow`` gate (``allow=lambda: True`` says "every signed-in user" out
+loud). The refresh endpoint renews a variant only when the reference is genuine,
+its page was rendered less than ``TOUCAN_VARIANT_MAX_AGE`` seconds ago, the current
+user has exactly that identity, and ``allow()`` still says yes. Past that age the
+page must be reloaded, which runs the view's own checks (``@admin_required``...)
+again: a demoted user cannot keep an elevated variant alive by refreshing. The
+browser never names a role or permissions: they are looked up here, on the server.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ from .tokens import now
 
 __all__ = ["MAX_AGE", "MAX_VARIANTS", "TokenVariants", "Variant", "VariantRegistry"]
 
-#: Seconds a variant reference stays valid. Each refresh hands the page a newly signed
-#: one, so only a page that could not refresh for this long (a laptop asleep for a
-#: day) stops renewing its variant components (``toucan:access-revoked``) until reloaded.
+#: The default of TOUCAN_VARIANT_MAX_AGE: seconds after a page's render during which its
+#: variant components keep renewing (then ``toucan:access-revoked``, until reloaded).
 MAX_AGE = 24 * 3600
 #: Variants one extension may register: one per decorated view, so far above any app.
 MAX_VARIANTS = 1000
@@ -94,9 +96,12 @@ class TokenVariants:
     """Signs and checks variant references with one app's ``SECRET_KEY``, against the
     ``registry`` of the views that declared them."""
 
-    def __init__(self, secret_key: Callable[[], Any], registry: VariantRegistry) -> None:
+    def __init__(
+        self, secret_key: Callable[[], Any], registry: VariantRegistry, max_age: int = MAX_AGE
+    ) -> None:
         self._secret_key = secret_key
         self.registry = registry
+        self.max_age = max_age
 
     def _serializer(self) -> _Serializer:
         secret = self._secret_key()
@@ -109,17 +114,21 @@ class TokenVariants:
 
     def sign(self, variant: Variant, user: ToucanUser) -> str:
         """The reference a page carries for ``variant``, bound to ``user`` (before overrides)."""
-        return str(self._serializer().dumps({"v": variant.name, "u": identity_digest(user)}))
+        claims = {"v": variant.name, "u": identity_digest(user), "r": int(now())}
+        return str(self._serializer().dumps(claims))
 
     def renew(self, reference: str) -> str:
-        """``reference`` (already resolved) signed anew: same variant, same identity, now."""
+        """``reference`` (already resolved) signed anew: same variant, same identity, same
+        render time (renewing never extends the page's ``max_age``)."""
         serializer = self._serializer()
         return str(serializer.dumps(serializer.loads(reference)))
 
     def resolve(self, reference: str, user: ToucanUser) -> Variant:
         """The variant ``reference`` names, if it is genuine, fresh and ``user``'s."""
         try:
-            data = self._serializer().loads(reference, max_age=MAX_AGE)
+            data, signed_at = self._serializer().loads(
+                reference, max_age=self.max_age, return_timestamp=True
+            )
         except SignatureExpired:
             raise InvalidVariant("variant_expired", "the page is too old; reload it") from None
         except BadSignature:
@@ -127,6 +136,9 @@ class TokenVariants:
         variant = self.registry.get(data.get("v")) if isinstance(data, dict) else None
         if variant is None:
             raise InvalidVariant("variant_invalid", "no such variant")
+        rendered = data.get("r", signed_at.timestamp())
+        if not isinstance(rendered, (int, float)) or now() - rendered > self.max_age:
+            raise InvalidVariant("variant_expired", "the page is too old; reload it")
         if data.get("u") != identity_digest(user):
             raise InvalidVariant("access_revoked", "the reference belongs to another identity")
         return variant

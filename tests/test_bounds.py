@@ -83,9 +83,9 @@ def test_variant_registry_is_capped(make_app: Callable[..., Flask]) -> None:
         return view
 
     for i in range(MAX_VARIANTS):
-        toucan.inject_token(role=f"r{i}")(make_view(i))
+        toucan.inject_token(role=f"r{i}", allow=lambda: True)(make_view(i))
     # Registering the same view again replaces its entry: the registry does not grow.
-    toucan.inject_token(role="r0")(make_view(0))
+    toucan.inject_token(role="r0", allow=lambda: True)(make_view(0))
     assert len(toucan.variants) == MAX_VARIANTS
     with pytest.raises(ToucanConfigError, match="more than 1000"):
-        toucan.inject_token(role="one-too-many")(make_view(-1))
+        toucan.inject_token(role="one-too-many", allow=lambda: True)(make_view(-1))

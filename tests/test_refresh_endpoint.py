@@ -7,6 +7,7 @@ import pytest
 from flask import Flask, render_template_string
 from flask_wtf import CSRFProtect
 
+from flask_toucan import ToucanConfigError
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import Clock
@@ -225,7 +226,7 @@ def test_signed_variant_renews_the_same_role_and_permissions(app: Flask, fake: F
     toucan = app.extensions["test_toucan"]
 
     @app.get("/ai")
-    @toucan.inject_token(role="analyst", permissions={"ai": "can_query"})
+    @toucan.inject_token(role="analyst", permissions={"ai": "can_query"}, allow=lambda: True)
     def ai() -> str:
         return render_template_string("{{ toucan_assistant() }}")
 
@@ -367,37 +368,64 @@ def test_expired_reference_is_refused(
     assert len(fake.mints) == mints
 
 
-def test_each_refresh_renews_the_reference(
+def test_renewals_never_reach_past_the_max_age_from_render(
     make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
 ) -> None:
-    """A page left open for days keeps its variant: every refresh hands back a newly
-    signed reference, checked exactly as the first (identity, allow())."""
+    """Each refresh hands back a newly signed reference, checked exactly as the first
+    (identity, allow()), but all of them count from the page's render: past
+    TOUCAN_VARIANT_MAX_AGE the page must be reloaded, whatever it renewed."""
     from flask_toucan.variants import MAX_AGE
 
     directory = Directory()
     client = admin_app(make_app, directory).test_client()
     reference = admin_reference(client)
     assert "variant" not in refresh(client).json  # a plain refresh has no reference
-    previous = None
-    for _day in range(3):
-        clock.advance(MAX_AGE - 60)  # the current reference is nearly a day old
-        if previous is not None:  # the one before it is past MAX_AGE
-            expired = refresh(client, json={"variant": previous})
-            assert expired.status_code == 403
-            assert expired.json["error"] == "variant_expired"
+    for _hour in range(23):
+        clock.advance(3600)
         renewed = refresh(client, json={"variant": reference})
         assert renewed.status_code == 200
         assert decode_fake_token(renewed.json["token"])["role"] == "admin"
-        previous, reference = reference, renewed.json["variant"]
-        assert isinstance(reference, str) and reference != previous
-    # The renewed reference stays bound to alice and to allow().
+        reference = renewed.json["variant"]
+    # The renewed reference stays bound to alice...
     bob = refresh(client, {**SAME_SITE, "X-User": "bob"}, json={"variant": reference})
     assert bob.status_code == 403
     assert bob.json["error"] == "access_revoked"
-    directory.admins.clear()
-    denied = refresh(client, json={"variant": reference})
-    assert denied.status_code == 403
-    assert denied.json["error"] == "access_revoked"
+    # ...and to the page's render: a day after it, even the newest one is expired.
+    clock.advance(MAX_AGE - 23 * 3600 + 1)
+    expired = refresh(client, json={"variant": reference})
+    assert expired.status_code == 403
+    assert expired.json["error"] == "variant_expired"
+    # A reload (the view's own checks run again) starts a new day.
+    again = admin_reference(client)
+    assert refresh(client, json={"variant": again}).status_code == 200
+
+
+def test_a_demoted_admin_is_refused_from_the_first_refresh_over_ten_days(
+    make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock
+) -> None:
+    directory = Directory()
+    client = admin_app(make_app, directory).test_client()
+    reference = admin_reference(client)
+    clock.advance(3600)
+    reference = refresh(client, json={"variant": reference}).json["variant"]
+    directory.admins.clear()  # demoted
+    for _day in range(10):
+        denied = refresh(client, json={"variant": reference})
+        assert denied.status_code == 403
+        assert denied.json["error"] in ("access_revoked", "variant_expired")
+        assert "variant" not in denied.json
+        clock.advance(23 * 3600)
+
+
+def test_an_elevated_variant_cannot_be_defined_without_allow(
+    make_app: Callable[..., Flask],
+) -> None:
+    toucan = make_app().extensions["test_toucan"]
+    for overrides in ({"role": "admin"}, {"permissions": {"dashboard": "can_edit"}}):
+        with pytest.raises(ToucanConfigError, match="needs allow="):
+            toucan.inject_token(**overrides)
+    # Saying so out loud is allowed.
+    assert callable(toucan.inject_token(role="analyst", allow=lambda: True))
 
 
 @pytest.mark.parametrize(
