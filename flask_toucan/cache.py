@@ -212,12 +212,53 @@ class TokenRedisCache(_KeepsRedisClient):
     """``CACHE_TYPE = "RedisCache"``, as flask_toucan builds it."""
 
 
+# flask-caching's Sentinel and Cluster backends keep their client only in cachelib's
+# private attribute (and before 2.5 never hand it to the base constructor at all), so
+# these two make the client themselves, with redis-py's public API, from the same
+# arguments flask-caching's factories pass; the factories are inherited.
+
+
 class TokenRedisSentinelCache(FlaskRedisSentinelCache, _KeepsRedisClient):
-    """``CACHE_TYPE = "RedisSentinelCache"``; writes and leases go to the master."""
+    """``CACHE_TYPE = "RedisSentinelCache"``: reads, writes and leases go to the master."""
+
+    def __init__(self, sentinels: Any = None, master: str | None = None,
+                 password: str | None = None, db: int = 0, **kwargs: Any) -> None:  # fmt: skip
+        sentinels_module: Any = importlib.import_module("redis.sentinel")  # partly untyped
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _CACHELIB_REDIS_ARGS}
+        sentinel_options = {k[9:]: v for k, v in kwargs.items() if k.startswith("sentinel_")}
+        options = {k: v for k, v in kwargs.items() if not k.startswith("sentinel_")}
+        sentinel = sentinels_module.Sentinel(
+            sentinels or [("127.0.0.1", 26379)],
+            password=password,
+            db=db,
+            sentinel_kwargs=sentinel_options,
+            **options,
+        )
+        _KeepsRedisClient.__init__(self, host=sentinel.master_for(master or "mymaster"), **own)
 
 
 class TokenRedisClusterCache(FlaskRedisClusterCache, _KeepsRedisClient):
     """``CACHE_TYPE = "RedisClusterCache"``."""
+
+    def __init__(self, cluster: str = "", password: str = "", **kwargs: Any) -> None:
+        cluster_module: Any = importlib.import_module("redis.cluster")  # partly untyped
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _CACHELIB_REDIS_ARGS}
+        url = kwargs.pop("redis_url", None)
+        if url:
+            client = cluster_module.RedisCluster.from_url(url, **kwargs)
+        else:
+            try:
+                nodes = [cluster_module.ClusterNode(h.strip(), int(p)) for h, p in
+                         (node.rsplit(":", 1) for node in cluster.split(","))]  # fmt: skip
+            except ValueError:
+                raise ValueError(
+                    "CACHE_REDIS_CLUSTER must be host1:port1,host2:port2,..."
+                ) from None
+            kwargs.setdefault("skip_full_coverage_check", True)
+            client = cluster_module.RedisCluster(
+                startup_nodes=nodes, password=password or None, **kwargs
+            )
+        _KeepsRedisClient.__init__(self, host=client, **own)
 
 
 def _glob_escape(text: str) -> str:
