@@ -62,11 +62,12 @@ class RequestState:
     identity it was minted for."""
 
     __slots__ = (
-        "decorated", "error", "instance", "loaded", "no_store", "sent", "service", "token",
-        "token_for", "used", "user", "variant",
+        "decorated", "error", "instance", "loaded", "no_store", "owner", "sent", "service",
+        "token", "token_for", "used", "user", "variant",
     )  # fmt: skip
 
-    def __init__(self, service: TokenService) -> None:
+    def __init__(self, owner: object, service: TokenService) -> None:
+        self.owner = owner  # the Toucan instance this request state belongs to
         self.service = service
         self.loaded = False
         self.user: ToucanUser | None = None
@@ -197,8 +198,8 @@ class Toucan:
         if not has_request_context():
             return None
         rs: RequestState | None = g.get("_toucan")
-        if rs is None or rs.service not in self._services:
-            rs = g._toucan = RequestState(self._service())
+        if rs is None or rs.owner is not self:
+            rs = g._toucan = RequestState(self, self._service())
         return rs
 
     def _require_request(self) -> RequestState:
@@ -230,7 +231,12 @@ class Toucan:
     def require_user(self) -> ToucanUser:
         """The request's user; ToucanUserRequired (401) without one (or outside a request)."""
         rs = self._request()
-        user = None if rs is None else self._user(rs)
+        if rs is None:
+            raise ToucanUserRequired()
+        return self._required(rs)
+
+    def _required(self, rs: RequestState) -> ToucanUser:
+        user = self._user(rs)
         if user is None:
             raise ToucanUserRequired()
         return user
@@ -287,7 +293,7 @@ class Toucan:
         """
         if rs.error is not None:
             return None
-        user = self.require_user()
+        user = self._required(rs)
         if rs.token is not None and rs.token_for is user:
             return rs.token  # the same identity as when it was minted
         rs.token = None
@@ -360,7 +366,7 @@ class Toucan:
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 rs = self._require_request()
-                self.require_user()
+                self._required(rs)
                 if not variant.allowed():
                     raise ToucanForbidden()
                 if variant.overrides:
@@ -383,7 +389,7 @@ class Toucan:
         ToucanAPIError.
         """
         rs = self._require_request()
-        user = self.require_user()
+        user = self._required(rs)
         renewed = None
         if reference is not None:
             variants = rs.service.variants
@@ -475,7 +481,7 @@ class Toucan:
             return placeholder(tag, fixed, attrs)
         service = rs.service
         if rs.variant is not None and service.settings.refresh:
-            reference = service.variants.sign(rs.variant, self.require_user())
+            reference = service.variants.sign(rs.variant, self._required(rs))
             fixed = {**fixed, "data-toucan-variant": reference}
         instance = rs.instance if rs.instance is not _UNSET else None
         server_url = service.instance(instance).server_url
@@ -490,7 +496,7 @@ class Toucan:
         if rs is None:
             # Nothing of ours ran yet; a streamed body may still ask for a token, and must
             # find the headers already sent (RequestState.send_token refuses then).
-            rs = g._toucan = RequestState(self._service())
+            rs = g._toucan = RequestState(self, self._service())
         rs.sent = True
         if rs.no_store:
             headers = response.headers
