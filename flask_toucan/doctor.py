@@ -15,14 +15,12 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 
-from .answers import CLOCK_SKEW_WARNING
-from .client import TokenClient
+from .client import CLOCK_SKEW_WARNING, TokenClient, env_ca_bundle
 from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
 from .service import TokenService
 from .settings import deferred_config_error, removed_keys, unknown_keys
-from .transport import env_ca_bundle
 
 __all__ = ["run_checks"]
 

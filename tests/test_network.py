@@ -211,9 +211,9 @@ def test_absurd_lifetimes_are_capped_not_a_500(
 def test_clock_skew_is_warned_once(
     make_app: Callable[..., Flask], fake: FakeToucan, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flask_toucan import answers
+    from flask_toucan import client as toucan_client
 
-    answers._warned_skew = False
+    toucan_client._warned_skew = False
     client = make_app().test_client()
     for name in ("alice", "bob"):
         client.get("/page", headers={"X-User": name})
