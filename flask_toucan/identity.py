@@ -161,10 +161,14 @@ class ToucanUser:
         object.__setattr__(self, "canonical", canonical)
 
     @classmethod
-    def coerce(cls, value: object) -> ToucanUser:
-        """Turn what a ``user_loader`` returned into a :class:`ToucanUser`."""
+    def coerce(cls, value: object, default_role: str | None = None) -> ToucanUser:
+        """Turn what a ``user_loader`` returned into a :class:`ToucanUser`.
+
+        A role not given stays None ("not given": the token service fills in
+        TOUCAN_DEFAULT_ROLE), unless ``default_role`` is passed here.
+        """
         if isinstance(value, ToucanUser):
-            return value
+            return value if default_role is None else value.with_default_role(default_role)
         if isinstance(value, Mapping):
             known = {"distinct_id", "distinctId", "role", "attributes", "permissions", "instance"}
             unknown = sorted(str(k) for k in value if k not in known)
@@ -179,9 +183,10 @@ class ToucanUser:
             if distinct_id is None:
                 raise InvalidToucanUser("the user mapping has no distinct_id")
             attributes = value.get("attributes")
+            role = value.get("role")
             return cls(
                 distinct_id=distinct_id,
-                role=value.get("role"),
+                role=default_role if role is None else role,
                 attributes={} if attributes is None else attributes,
                 permissions=value.get("permissions"),
                 instance=value.get("instance"),

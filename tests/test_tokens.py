@@ -137,6 +137,9 @@ def test_coerce_accepts_mappings_in_both_spellings() -> None:
     # No role: not given (TOUCAN_DEFAULT_ROLE applies later), as for ToucanUser("u").
     assert ToucanUser.coerce({"distinct_id": "u"}).role is None
     assert ToucanUser.coerce({"distinct_id": "u"}) == ToucanUser("u")
+    # ...unless the caller names the default itself.
+    assert ToucanUser.coerce({"distinct_id": "u"}, default_role="viewer").role == "viewer"
+    assert ToucanUser.coerce(ToucanUser("u"), "viewer") == ToucanUser("u", role="viewer")
     with pytest.raises(InvalidToucanUser, match=r"unknown user field.*tenant"):
         ToucanUser.coerce({"distinct_id": "u", "tenant": "x"})
     with pytest.raises(InvalidToucanUser, match="no distinct_id"):
