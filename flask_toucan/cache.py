@@ -280,6 +280,8 @@ class TokenMemcachedCache(FlaskMemcachedCache):
     that refuses (its constructor's ``unpickler`` argument), kept as ``client``."""
 
     client: Any
+    #: Whether values flagged as pickles are refused (python-memcached made here).
+    refuses_pickles = False
 
     def __init__(self, servers: Any = None, *args: Any, **kwargs: Any) -> None:
         if servers is None or isinstance(servers, (list, tuple)):
@@ -292,6 +294,7 @@ class TokenMemcachedCache(FlaskMemcachedCache):
                 servers = memcache.Client(
                     list(servers or ["127.0.0.1:11211"]), unpickler=_NoUnpickler
                 )
+                self.refuses_pickles = True
         self.client = servers
         super().__init__(servers, *args, **kwargs)
 
@@ -337,7 +340,25 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
             f"TOUCAN_CACHE_CONFIG could not be used: {type(exc).__name__}: {redact(str(exc))}"
         ) from None
     backend = app.extensions["cache"][own]
+    if not _reads_no_pickle(backend):
+        raise ToucanConfigError(
+            f"TOUCAN_CACHE_CONFIG: {type(backend).__name__} would unpickle what it reads, so "
+            "whoever can write to it could run code in your app. Use RedisCache, "
+            "RedisSentinelCache, RedisClusterCache, MemcachedCache (with python-memcached) "
+            "or leave TOUCAN_CACHE_CONFIG unset (in-process)"
+        )
     return lambda: backend
+
+
+def _reads_no_pickle(backend: Any) -> bool:
+    """Whether nothing read from ``backend`` can be unpickled: our JSON-text backends,
+    or an in-process one (only this process writes to it)."""
+    from cachelib.simple import SimpleCache
+    from flask_caching.backends.nullcache import NullCache
+
+    if isinstance(backend, (TokenMemoryCache, SimpleCache, NullCache, _KeepsRedisClient)):
+        return True
+    return isinstance(backend, TokenMemcachedCache) and backend.refuses_pickles
 
 
 def _key_prefix(backend: Any) -> str:

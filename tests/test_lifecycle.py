@@ -466,3 +466,19 @@ def test_instrument_twice_counts_each_event_once(make_app: Callable[..., Flask])
     instrument(app, registry)
     app.test_client().get("/page", headers={"X-User": "alice"})
     assert registry.get_sample_value("toucan_mints_total", {"outcome": "ok"}) == 1
+
+
+@pytest.mark.parametrize(
+    "cache_config",
+    [
+        {"CACHE_TYPE": "FileSystemCache", "CACHE_DIR": "/tmp/flask-toucan-test-fs"},
+        {"CACHE_TYPE": "flask_caching.backends.FileSystemCache", "CACHE_DIR": "/tmp/x"},
+    ],
+)
+def test_a_backend_that_would_unpickle_is_refused_at_start_up(
+    cache_config: dict[str, Any],
+) -> None:
+    app = Flask(__name__)
+    app.config.update(TOUCAN_PREVIEW=True, TOUCAN_CACHE_CONFIG=cache_config)
+    with pytest.raises(ToucanConfigError, match="FileSystemCache would unpickle"):
+        Toucan(app)
