@@ -11,6 +11,7 @@ is seen by the helpers rendered after it.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import weakref
 from collections.abc import Callable, Mapping
@@ -173,7 +174,28 @@ class Toucan:
         _connect_login(app, self._user_changed, required=settings.prefetch_on_login)
 
     def user_loader(self, loader: UserLoader) -> UserLoader:
-        """Register the function returning the current user as a ToucanUser (or None)."""
+        """Register the function returning the current user as a ToucanUser (or None).
+
+        Unlike Flask-Login's, it takes no argument: it reads the signed-in user itself
+        (``flask_login.current_user``, your session...). One that needs an argument is
+        refused here, at registration, rather than failing on the first request.
+        """
+        try:
+            parameters = inspect.signature(loader).parameters.values()
+        except (TypeError, ValueError):  # a builtin or a C callable: nothing to check
+            parameters = []  # type: ignore[assignment]
+        needed = [
+            p.name
+            for p in parameters
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if needed:
+            name = getattr(loader, "__name__", "the user loader")
+            raise ToucanConfigError(
+                f"@toucan.user_loader functions take no argument, but {name}() needs "
+                f"{', '.join(needed)}: read the signed-in user inside it (e.g. Flask-Login's "
+                "current_user) and return a ToucanUser, a mapping with its fields, or None"
+            )
         self._user_loader = loader
         return loader
 

@@ -193,7 +193,9 @@ class ToucanUser:
             )
         raise InvalidToucanUser(
             "a Toucan user must be a ToucanUser, a mapping with its fields, or None; "
-            f"got {type(value).__name__}"
+            f"got {type(value).__name__}. Build one from your own user object, e.g. "
+            "ToucanUser(distinct_id=str(current_user.id), attributes={'tenant_id': "
+            "current_user.tenant_id}) (not current_user itself)"
         )
 
     def replace(self, **changes: Any) -> ToucanUser:

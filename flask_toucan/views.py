@@ -71,6 +71,10 @@ REFRESH_VIEW = "flask_toucan.views.refresh_token"
 _SAME_SITE_FETCH = {"same-origin", "none"}
 
 THEMES = ("light", "dark")
+#: The ids embed pages accept: letters, digits, ``_``, ``-``, ``.`` and ``~`` (URL-safe,
+#: no control characters), at most 128, and never a ``.`` or ``..`` path segment
+#: (Toucan's component may build a path from the id).
+_SAFE_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.~-]{1,128}")
 _FRAME_ANCESTORS = re.compile(r"(^|;)\s*frame-ancestors[^;]*", re.IGNORECASE)
 
 #: The request side's refresh: (token, the variant reference signed anew or None).
@@ -273,6 +277,8 @@ def _page(
     settings: Settings, require_user: Callable[[], object], kind: str, item_id: str | None
 ) -> str:
     require_user()  # 401 first: nothing about the ids is told to strangers
+    if item_id is not None and not _SAFE_ID.fullmatch(item_id):
+        raise NotFound()  # not an id Toucan could have: never handed to its component
     if not _allowed(settings, kind, item_id):
         raise NotFound()  # the same answer as an id that does not exist
     theme = request.args.get("theme")

@@ -482,3 +482,27 @@ def test_a_backend_that_would_unpickle_is_refused_at_start_up(
     app.config.update(TOUCAN_PREVIEW=True, TOUCAN_CACHE_CONFIG=cache_config)
     with pytest.raises(ToucanConfigError, match="FileSystemCache would unpickle"):
         Toucan(app)
+
+
+def test_a_loader_with_a_parameter_is_refused_at_registration() -> None:
+    toucan = Toucan()
+
+    def load(user_id: str) -> ToucanUser:  # the Flask-Login habit
+        return ToucanUser(user_id)
+
+    with pytest.raises(ToucanConfigError, match=r"take no argument, but load\(\) needs user_id"):
+        toucan.user_loader(load)
+    # Optional parameters and *args are fine.
+    assert toucan.user_loader(lambda extra=None: None) is not None
+
+
+def test_returning_the_framework_user_object_says_what_to_return(
+    make_app: Callable[..., Flask],
+) -> None:
+    from werkzeug.local import LocalProxy
+
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+    app.extensions["test_toucan"].user_loader(lambda: LocalProxy(lambda: object()))
+    with pytest.raises(InvalidToucanUser, match="not current_user itself"):
+        app.test_client().get("/page")
