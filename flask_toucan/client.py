@@ -190,20 +190,11 @@ class WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class WatchedHTTPSConnection(HTTPSConnection):
-    """The same for TLS. urllib3 offers no public hook between the TCP connect and the
-    handshake, so a stalled handshake is not cut here: the handshake is bounded by the
-    connect timeout, and the caller by the future it waits on (``TokenClient``)."""
-
-    def connect(self) -> None:
-        super().connect()
-        if self.sock is not None:
-            WATCHDOG.watch(self.sock)
-
-    def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        if self.sock is not None:  # a kept-alive connection, reused
-            WATCHDOG.watch(self.sock)
-        super().request(*args, **kwargs)
+class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
+    """The same for TLS (``super().connect()`` above is HTTPSConnection's here). urllib3
+    offers no public hook between the TCP connect and the handshake, so a stalled
+    handshake is not cut here: the handshake is bounded by the connect timeout, and the
+    caller by the future it waits on (``TokenClient``)."""
 
 
 # --------------------------------------------------------------------------------------
