@@ -60,6 +60,7 @@ __all__ = [
     "backend_for",
     "decode_token",
     "encode_token",
+    "in_process",
 ]
 
 logger = logging.getLogger("flask_toucan")
@@ -350,13 +351,19 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
     return lambda: backend
 
 
+def in_process(backend: Any) -> bool:
+    """Whether ``backend`` lives in this process's memory (nothing else reads or writes it)."""
+    from cachelib.simple import SimpleCache
+
+    return isinstance(backend, (TokenMemoryCache, SimpleCache))
+
+
 def _reads_no_pickle(backend: Any) -> bool:
     """Whether nothing read from ``backend`` can be unpickled: our JSON-text backends,
     or an in-process one (only this process writes to it)."""
-    from cachelib.simple import SimpleCache
     from flask_caching.backends.nullcache import NullCache
 
-    if isinstance(backend, (TokenMemoryCache, SimpleCache, NullCache, _KeepsRedisClient)):
+    if in_process(backend) or isinstance(backend, (NullCache, _KeepsRedisClient)):
         return True
     return isinstance(backend, TokenMemcachedCache) and backend.refuses_pickles
 

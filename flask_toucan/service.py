@@ -38,10 +38,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cachelib.simple import SimpleCache
-
 from . import signals
-from .cache import NO_LEASE, FrontCache, TokenMemoryCache, TokenStore, leases_for
+from .cache import NO_LEASE, FrontCache, TokenStore, in_process, leases_for
 from .client import TokenClient, default_deadline
 from .errors import InvalidToucanUser, ToucanAPIError, ToucanRateLimited, ToucanUnavailable
 from .identity import ToucanUser, cache_key, check_required, identity_digest
@@ -121,7 +119,6 @@ class TokenService:
         self.instances: dict[str | None, Instance] = {None: settings.default_instance}
         self.instances.update(settings.instances)
         self._store: TokenStore | None = None
-        self._guard = threading.Lock()
         self._per_process()
         _SERVICES.add(self)
 
@@ -142,8 +139,10 @@ class TokenService:
         # Built on first use: an app-provided Cache may be initialised after us.
         if self._store is None:
             backend = self._backend()
-            shared = not isinstance(backend, (TokenMemoryCache, SimpleCache))
-            front = shared and self.front_cache_size > 0 and self.front_cache_ttl > 0
+            # Over an in-process backend a front map would be a second copy.
+            front = (
+                not in_process(backend) and self.front_cache_size > 0 and self.front_cache_ttl > 0
+            )
             self._store = TokenStore(
                 backend,
                 min_ttl=self.settings.min_token_ttl,
@@ -216,6 +215,12 @@ class TokenService:
         base = f"preview:{inst.name or ''}" if self.settings.preview else inst.base_url
         return cache_key(self.settings.cache_key_prefix, base, minter.key_fingerprint(), user)
 
+    def _identify(self, user: ToucanUser) -> tuple[ToucanUser, Minter, str]:
+        """``user`` resolved, its instance's minter and its token's cache key."""
+        user = self.resolve(user)
+        minter = self.minter(user.instance)
+        return user, minter, self.key_for(user, minter)
+
     # -- the token ----------------------------------------------------------------
 
     def get(self, user: ToucanUser, *, force: bool = False) -> tuple[EmbedToken, str]:
@@ -225,25 +230,20 @@ class TokenService:
         ``force`` skips the cached token (another mint in flight is joined). Raises
         InvalidToucanUser, or a ToucanAPIError within ``TOUCAN_MINT_DEADLINE``.
         """
-        user = self.resolve(user)
-        minter = self.minter(user.instance)
-        key = self.key_for(user, minter)
+        user, minter, key = self._identify(user)
         token, source = self._get(key, user, minter, force)
         self.served(user, source)
         return token, source
 
     def invalidate(self, user: ToucanUser) -> None:
         """Forget ``user``'s cached token here and in the backend."""
-        user = self.resolve(user)
-        key = self.key_for(user)
+        _, _, key = self._identify(user)
         self._failures.pop(key, None)
         self.store.delete(key)
 
     def prefetch(self, user: ToucanUser) -> None:
         """Mint ``user``'s token in the background unless it is warm (raises on a bad user)."""
-        user = self.resolve(user)
-        minter = self.minter(user.instance)
-        key = self.key_for(user, minter)
+        user, minter, key = self._identify(user)
         if self.store.get(key) is not None:
             return
         if self.settings.preview:
