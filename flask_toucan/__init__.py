@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     InvalidToucanUser,
     InvalidVariant,
@@ -19,12 +21,16 @@ from .extension import Toucan
 from .identity import ToucanUser
 from .tokens import EmbedToken, parse_expires_in
 
+if TYPE_CHECKING:
+    from .mcp import ToucanAnswer
+
 __all__ = [
     "EmbedToken",
     "InvalidToucanUser",
     "InvalidVariant",
     "Toucan",
     "ToucanAPIError",
+    "ToucanAnswer",
     "ToucanAuthError",
     "ToucanConfigError",
     "ToucanError",
@@ -38,3 +44,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ToucanAnswer lives with the MCP client, an optional extra: imported on first use.
+    if name == "ToucanAnswer":
+        from .mcp import ToucanAnswer
+
+        return ToucanAnswer
+    raise AttributeError(f"module 'flask_toucan' has no attribute {name!r}")

@@ -15,7 +15,8 @@ import inspect
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from flask import Flask, current_app, g, has_app_context, has_request_context, render_template
 from flask import url_for as flask_url_for
@@ -46,6 +47,12 @@ from .tokens import EmbedToken, now
 from .variants import TokenVariants, Variant, VariantRegistry
 from .views import install
 
+if TYPE_CHECKING:
+    from mcp.client.session import ClientSession
+    from requests import Session
+
+    from .mcp import Caller, ToucanAnswer
+
 __all__ = ["CurrentToken", "RequestState", "Toucan"]
 
 logger = logging.getLogger("flask_toucan")
@@ -63,8 +70,8 @@ class RequestState:
     identity it was minted for."""
 
     __slots__ = (
-        "decorated", "error", "instance", "loaded", "no_store", "owner", "sent", "service",
-        "token", "token_for", "used", "user", "variant",
+        "decorated", "error", "instance", "loaded", "no_store", "owner", "results", "sent",
+        "service", "token", "token_for", "used", "user", "variant",
     )  # fmt: skip
 
     def __init__(self, owner: object, service: TokenService) -> None:
@@ -83,6 +90,7 @@ class RequestState:
         self.sent = False  # the response headers are final (after_request has run)
         self.decorated = False  # a view decorated with inject_token ran (debug checks)
         self.used = False  # a helper or toucan_token used this request's token (debug checks)
+        self.results = False  # toucan_result() rendered (its controller script went out)
 
     def user_changed(self) -> None:
         """The signed-in user changed within this request: load it again."""
@@ -170,6 +178,7 @@ class Toucan:
         app.add_template_global(self.dashboard, "toucan_dashboard")
         app.add_template_global(self.chart, "toucan_chart")
         app.add_template_global(self.assistant, "toucan_assistant")
+        app.add_template_global(self.result, "toucan_result")
         app.add_template_global(CurrentToken(self), "toucan_token")
         _connect_login(app, self._user_changed, required=settings.prefetch_on_login)
 
@@ -508,6 +517,75 @@ class Toucan:
         instance = rs.instance if rs.instance is not _UNSET else None
         server_url = service.instance(instance).server_url
         return markup.component_html(tag, token, server_url, fixed, attrs)
+
+    def result(self, visualization: object, /, **attrs: object) -> Markup:
+        """``toucan_result(visualization)``: a ``<tc-result-renderer>`` showing one of
+        :attr:`ToucanAnswer.visualizations` (its payload goes in as data, never markup)."""
+        rs = self._request()
+        nonce = csp_nonce()
+        html = markup.result_html(visualization, nonce, attrs)
+        if rs is not None and not rs.results:
+            rs.results = True
+            rs.no_store = True  # the user's own data, scoped by Row-Level Security
+            src = flask_url_for("toucan.static", filename="toucan-result.js")
+            html = markup.script_html(src, nonce) + html
+        return html
+
+    # -- your own AI chat: Toucan's MCP server and REST API (extra: mcp) ------------
+
+    def _caller(self, user: AnyUser | None) -> Caller:
+        """``user`` (default: the request's) as MCP and REST calls speak for it: resolved
+        now, in the caller's context; its token comes from the same cache as pages."""
+        from . import mcp  # the optional extra: imported when the feature is used
+
+        rs = self._request()
+        service = rs.service if rs is not None else self._service()
+        resolved = service.resolve(self.require_user() if user is None else ToucanUser.coerce(user))
+        instance = service.instance(resolved.instance)
+        s = service.settings
+
+        def source(force: bool) -> EmbedToken:
+            return service.get(resolved, force=force)[0]
+
+        return mcp.Caller(
+            source,
+            mcp_url=instance.mcp_url,
+            base_url=instance.base_url,
+            deadline=s.mcp_deadline,
+            timeout=s.timeout,
+            verify=s.verify,
+            proxies=s.proxies,
+            preview=s.preview,
+        )
+
+    def mcp_session(
+        self, user: AnyUser | None = None
+    ) -> AbstractAsyncContextManager[ClientSession]:
+        """``async with toucan.mcp_session() as session``: an initialized
+        ``mcp.ClientSession`` to Toucan's MCP endpoint (TOUCAN_MCP_URL) as ``user``
+        (default: the request's), authenticated with the user's cached embed token."""
+        return self._caller(user).session()
+
+    async def ask_async(
+        self, question: str, *, thread_id: str | None = None, user: AnyUser | None = None
+    ) -> ToucanAnswer:
+        """Ask Toucan's assistant (``ask_toucan_assistant``) as ``user``, from async code."""
+        return await self._caller(user).ask(question, thread_id)
+
+    def ask(
+        self, question: str, *, thread_id: str | None = None, user: AnyUser | None = None
+    ) -> ToucanAnswer:
+        """Ask Toucan's assistant as ``user`` (default: the request's) and wait for the
+        answer, at most TOUCAN_MCP_DEADLINE seconds. For ordinary (sync) views; in
+        ``async def`` code, ``await toucan.ask_async(...)``."""
+        caller = self._caller(user)
+        return caller.ask_blocking(question, thread_id)
+
+    def api_session(self, user: AnyUser | None = None) -> Session:
+        """A ``requests.Session`` for Toucan's REST API as ``user`` (default: the
+        request's): relative URLs start at the instance, the user's Bearer token goes
+        with each request to it (renewed from the cache, minted afresh once after a 401)."""
+        return self._caller(user).api_session()
 
     # -- the response -------------------------------------------------------------
 

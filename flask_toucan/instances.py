@@ -31,7 +31,7 @@ __all__ = [
 #: An API key, or a zero-argument callable returning it (a secret manager's getter).
 KeySource = str | Callable[[], str]
 
-_ENTRY_KEYS = {"BASE_URL", "API_KEY", "TOKEN_PATH", "SERVER_URL", "SCRIPT_URL"}
+_ENTRY_KEYS = {"BASE_URL", "API_KEY", "TOKEN_PATH", "SERVER_URL", "SCRIPT_URL", "MCP_URL"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Instance:
     token_path: str
     server_url: str
     script_url: str
+    mcp_url: str
 
     def as_config(self) -> dict[str, Any]:
         """The instance as a TOUCAN_INSTANCES entry (the key unredacted: see ``redact``)."""
@@ -53,6 +54,7 @@ class Instance:
             "TOKEN_PATH": self.token_path,
             "SERVER_URL": self.server_url,
             "SCRIPT_URL": self.script_url,
+            "MCP_URL": self.mcp_url,
         }
 
 
@@ -76,6 +78,11 @@ def server_url_for(base_url: str) -> str:
 def script_url_for(base_url: str) -> str:
     """The web-components module of an instance at ``base_url`` (TOUCAN_SCRIPT_URL)."""
     return base_url.rstrip("/") + "/embed/embed.js"
+
+
+def mcp_url_for(base_url: str) -> str:
+    """Toucan's MCP endpoint of an instance at ``base_url`` (TOUCAN_MCP_URL)."""
+    return base_url.rstrip("/") + "/api/mcp"
 
 
 def api_key(config: Mapping[str, Any], key: str) -> KeySource | None:
@@ -143,6 +150,7 @@ def _entry(config: Mapping[str, Any], name: str, entry: Mapping[str, Any]) -> In
     base = base_url(sub, "TOUCAN_BASE_URL")
     sub["TOUCAN_SERVER_URL"] = entry.get("SERVER_URL", server_url_for(base))
     sub["TOUCAN_SCRIPT_URL"] = entry.get("SCRIPT_URL", script_url_for(base))
+    sub["TOUCAN_MCP_URL"] = entry.get("MCP_URL", mcp_url_for(base))
     return Instance(
         name,
         base,
@@ -150,4 +158,5 @@ def _entry(config: Mapping[str, Any], name: str, entry: Mapping[str, Any]) -> In
         path(sub, "TOUCAN_TOKEN_PATH"),
         url(sub, "TOUCAN_SERVER_URL"),
         string(sub, "TOUCAN_SCRIPT_URL"),
+        url(sub, "TOUCAN_MCP_URL"),
     )

@@ -5,11 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
 from .tokens import EmbedToken
 
-__all__ = ["attribute_name", "component_html", "epoch", "html_attributes", "script_html"]
+__all__ = [
+    "attribute_name",
+    "component_html",
+    "epoch",
+    "html_attributes",
+    "result_html",
+    "script_html",
+]
 
 _ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 # Set by flask_toucan itself; a template must not override them by accident.
@@ -86,3 +94,42 @@ def script_html(src: str, nonce: str | None, extra: Mapping[str, object] | None 
     attrs: dict[str, object] = {"type": "module", "src": src, "nonce": nonce}
     attrs.update(extra or {})
     return Markup("".join(("<script", html_attributes(attrs), "></script>")))  # noqa: S704
+
+
+def result_html(payload: object, nonce: str | None, extra: Mapping[str, object]) -> Markup:
+    """A ``<tc-result-renderer>`` and, beside it, its ``payload`` as JSON data that the
+    shipped controller hands to the element's ``payload`` property.
+
+    The JSON is escaped for HTML (``<``, ``>``, ``&`` and ``'`` as ``\\u`` escapes), so no
+    value of the payload can end the ``<script>`` element or add markup.
+    """
+    attrs: dict[str, object] = {"data-toucan-result": True}
+    for key, value in extra.items():
+        name = attribute_name(key)
+        if name in RESERVED or name == "data-toucan-result":
+            raise ValueError(f"{name!r} is set by flask_toucan and cannot be passed")
+        attrs[name] = value
+    try:
+        data = htmlsafe_json_dumps(payload, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError(
+            "toucan_result() takes one of ToucanAnswer.visualizations: JSON data "
+            f"(got a {type(payload).__name__} that does not serialize)"
+        ) from None
+    holder = html_attributes(
+        {"type": "application/json", "data-toucan-payload": True, "nonce": nonce}
+    )
+    return Markup(  # noqa: S704 - attributes escaped, the JSON escaped for HTML above
+        "".join(
+            (
+                "<tc-result-renderer",
+                html_attributes(attrs),
+                "></tc-result-renderer>",
+                "<script",
+                holder,
+                ">",
+                data,
+                "</script>",
+            )
+        )
+    )

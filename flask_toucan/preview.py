@@ -9,6 +9,7 @@ who each token was minted for.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from typing import Any
@@ -16,7 +17,10 @@ from typing import Any
 from .identity import ToucanUser
 from .tokens import EmbedToken, now
 
-__all__ = ["PreviewMinter", "decode_fake_token", "encode_fake_token"]
+__all__ = ["PreviewMinter", "decode_fake_token", "encode_fake_token", "stand_in_answer"]
+
+#: The schema name of the assistant tool's answers, from Toucan's guide.
+ENVELOPE_SCHEMA = "toucan-mcp-v1"
 
 
 def encode_fake_token(
@@ -70,3 +74,33 @@ class PreviewMinter:
 
     def __repr__(self) -> str:
         return f"PreviewMinter(lifetime={self.lifetime})"
+
+
+def stand_in_answer(claims: dict[str, Any], question: str, thread_id: str | None) -> dict[str, Any]:
+    """The stand-in assistant's answer to ``question``, asked with a token minted for
+    ``claims``: a ``toucan-mcp-v1`` envelope whose text and chart follow the token's
+    attributes, so Row-Level Security is visible offline (preview mode, FakeToucan)."""
+    attributes = claims.get("attributes") or {}
+    scope = ", ".join(f"{k} = {v}" for k, v in sorted(attributes.items())) or "no attributes"
+    seed = hashlib.sha256(json.dumps([attributes, question], sort_keys=True).encode()).digest()
+    labels = ["North", "South", "East", "West"]
+    values = [100 + b % 900 for b in seed[: len(labels)]]
+    title = f"{question.strip()[:80] or 'Answer'} ({scope})"
+    return {
+        "schema": ENVELOPE_SCHEMA,
+        "answer": (
+            f"**Stand-in answer** for `{claims.get('sub')}` ({scope}): "
+            f"{labels[values.index(max(values))]} leads with {max(values)}."
+        ),
+        "visualizations": [
+            {
+                "type": "bar",
+                "title": title,
+                "series": [
+                    {"name": label, "value": value}
+                    for label, value in zip(labels, values, strict=True)
+                ],
+            }
+        ],
+        "threadId": thread_id or "thread-" + seed[8:16].hex(),
+    }

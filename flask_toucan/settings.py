@@ -64,6 +64,10 @@ KEYS: tuple[Key, ...] = (
         "the components' server-url (default: base + /api)"),
     Key("TOUCAN_SCRIPT_URL", DERIVED, checks.string,
         "the web-components module (default: base + /embed/embed.js)"),
+    Key("TOUCAN_MCP_URL", DERIVED, checks.url,
+        "Toucan's MCP endpoint, for ask() and mcp_session() (default: base + /api/mcp)"),
+    Key("TOUCAN_MCP_DEADLINE", 60, checks.number(1, 600),
+        "total seconds one ask() may take: connecting, the session, the tool's answer"),
     Key("TOUCAN_DEFAULT_ROLE", DEFAULT_ROLE, checks.string,
         "role when the user loader gives none"),
     Key("TOUCAN_TIMEOUT", (3.05, 10), checks.timeout,
@@ -107,7 +111,7 @@ KEYS: tuple[Key, ...] = (
         "accepts, e.g. a sibling subdomain"),
     Key("TOUCAN_INSTANCES", {}, instances.named_instances,
         "name -> {'BASE_URL', 'API_KEY', optional 'TOKEN_PATH', "
-        "'SERVER_URL', 'SCRIPT_URL'}; ToucanUser(instance=name) selects one"),
+        "'SERVER_URL', 'SCRIPT_URL', 'MCP_URL'}; ToucanUser(instance=name) selects one"),
     Key("TOUCAN_API_KEY_TTL", 300, checks.integer(0),
         "seconds a key returned by a callable TOUCAN_API_KEY "
         "is reused (it is called again at once after a 401/403)"),
@@ -146,6 +150,8 @@ class Settings:
     token_path: str
     server_url: str
     script_url: str
+    mcp_url: str
+    mcp_deadline: float
     default_role: str
     timeout: tuple[float, float]
     max_retries: int
@@ -182,6 +188,7 @@ class Settings:
             self.token_path,
             self.server_url,
             self.script_url,
+            self.mcp_url,
         )
 
     def as_config(self) -> dict[str, Any]:
@@ -207,6 +214,7 @@ def apply_defaults(config: dict[str, Any]) -> None:
     if isinstance(base, str):
         config.setdefault("TOUCAN_SERVER_URL", instances.server_url_for(base))
         config.setdefault("TOUCAN_SCRIPT_URL", instances.script_url_for(base))
+        config.setdefault("TOUCAN_MCP_URL", instances.mcp_url_for(base))
 
 
 #: Keys that were tuning knobs of the token service, not settings an app should need:

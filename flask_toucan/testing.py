@@ -1,4 +1,5 @@
-"""A fake Toucan token endpoint served over real HTTP, for tests.
+"""A fake Toucan served over real HTTP, for tests: the token endpoint, and (with the
+``mcp`` extra) the MCP endpoint and a REST call, authenticated by the tokens it minted.
 
 >>> with FakeToucan() as fake:
 ...     app.config.update(TOUCAN_BASE_URL=fake.url, TOUCAN_API_KEY=fake.api_key)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import json
 import random
 import secrets
@@ -28,13 +30,24 @@ from typing import Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from .preview import decode_fake_token, encode_fake_token
+try:  # the MCP endpoint needs the optional extra "mcp"; the token endpoint does not
+    import uvicorn
+    from mcp.server.mcpserver import Context, MCPServer
+except ImportError as exc:
+    MCP_MISSING: ImportError | None = exc
+else:
+    MCP_MISSING = None
+
+from .preview import decode_fake_token, encode_fake_token, stand_in_answer
 from .settings import DEFAULTS
 from .tokens import now, parse_expires_in
 
 __all__ = ["Failure", "FakeToucan", "RecordedRequest", "decode_fake_token"]
 
 TOKEN_PATH: str = DEFAULTS["TOUCAN_TOKEN_PATH"]
+MCP_PATH = "/api/mcp"
+REST_PREFIX = "/api/v1/"
+HOP_BY_HOP = ("content-length", "connection", "transfer-encoding", "keep-alive")
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,8 @@ class Failure:
     the connection without answering; ``delay`` waits first (a read timeout);
     ``drip`` sends the body one byte every ``drip`` seconds; ``header_drip`` sends
     the whole answer, status line and headers included, one byte every
-    ``header_drip`` seconds (no per-read timeout ever fires).
+    ``header_drip`` seconds (no per-read timeout ever fires). ``path`` limits the
+    failure to requests whose path starts with it (e.g. ``"/api/mcp"``).
     """
 
     status: int = 500
@@ -73,6 +87,7 @@ class Failure:
     delay: float = 0.0
     drip: float = 0.0
     header_drip: float = 0.0
+    path: str | None = None
 
 
 class FakeToucan:
@@ -119,6 +134,11 @@ class FakeToucan:
         self._lock = threading.Lock()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
+        #: Tokens the MCP and REST endpoints refuse from now on (see :meth:`revoke`).
+        self.revoked: set[str] = set()
+        #: Questions its assistant tool was asked: (distinctId, question, threadId).
+        self.questions: list[tuple[str, str, str | None]] = []
+        self._mcp: McpBackend | None = None  # the server behind /api/mcp, made on first use
 
     # -- lifecycle --------------------------------------------------------
 
@@ -140,6 +160,9 @@ class FakeToucan:
         return self
 
     def stop(self) -> None:
+        if self._mcp is not None:
+            self._mcp.stop()
+            self._mcp = None
         if self._server is None:
             return
         self._server.shutdown()
@@ -185,7 +208,20 @@ class FakeToucan:
             self.requests.clear()
             self.tokens_issued.clear()
             self._failures.clear()
+            self.revoked.clear()
+            self.questions.clear()
             self.connections = 0
+
+    def revoke(self, token: str | None = None) -> None:
+        """Make the MCP and REST endpoints refuse ``token`` (default: every token issued
+        so far) with 401, as Toucan does with a revoked or rotated one."""
+        with self._lock:
+            self.revoked.update([token] if token is not None else self.tokens_issued)
+
+    @property
+    def mcp_url(self) -> str:
+        """Its MCP endpoint: ``TOUCAN_MCP_URL``'s default for :attr:`url` as base."""
+        return self.url + MCP_PATH
 
     @property
     def mints(self) -> list[RecordedRequest]:
@@ -194,16 +230,29 @@ class FakeToucan:
 
     # -- internals --------------------------------------------------------
 
-    def _peek_drop(self) -> Failure | None:
-        with self._lock:
-            if self._failures and self._failures[0].drop:
-                return self._failures.popleft()
+    def _take(self, path: str) -> Failure | None:
+        """The first queued failure that applies to ``path`` (caller holds the lock)."""
+        for failure in self._failures:
+            if failure.path is None or path.startswith(failure.path):
+                self._failures.remove(failure)
+                return failure
         return None
 
-    def _next_failure(self) -> Failure | None:
+    def _peek_drop(self, path: str) -> Failure | None:
         with self._lock:
-            if self._failures:
-                return self._failures.popleft()
+            for failure in self._failures:
+                if failure.path is None or path.startswith(failure.path):
+                    if failure.drop:
+                        self._failures.remove(failure)
+                        return failure
+                    return None
+        return None
+
+    def _next_failure(self, path: str) -> Failure | None:
+        with self._lock:
+            failure = self._take(path)
+            if failure is not None:
+                return failure
             if self.failure_rate and self.random.random() < self.failure_rate:
                 return Failure(status=self.failure_status)
             return None
@@ -219,7 +268,7 @@ class FakeToucan:
         body = request.get_data(cache=False)
         # Recorded on arrival, so a request the client gave up on still counts.
         index = self._record(request.method, request.path, dict(request.headers), body, 0)
-        failure = self._next_failure()
+        failure = self._next_failure(request.path)
         delay = self.delay + (failure.delay if failure else 0.0)
         if delay:
             time.sleep(delay)
@@ -228,7 +277,9 @@ class FakeToucan:
             self.requests[index] = replace(
                 self.requests[index],
                 status=response.status_code,
-                minted=failure is None and response.status_code == 200,
+                minted=failure is None
+                and response.status_code == 200
+                and request.path == self.token_path,
             )
         self._per_request.header_drip = failure.header_drip if failure is not None else 0.0
         if self.compress and response.mimetype == "application/json":
@@ -252,6 +303,13 @@ class FakeToucan:
             return stand_in_script()
         if failure is not None:
             return self._failure_response(failure)
+        if request.path == MCP_PATH or request.path.startswith(REST_PREFIX):
+            claims = self._bearer(request)
+            if claims is None:
+                return error(401, "unauthorized", "missing, unknown or revoked embed token")
+            if request.path == MCP_PATH:
+                return self._mcp_answer(request, body)
+            return rest_answer(request, claims)
         if request.path != self.token_path:
             return error(404, "not_found", "no such endpoint")
         if request.method != "POST":
@@ -275,6 +333,23 @@ class FakeToucan:
         with self._lock:
             self.tokens_issued.append(token)
         return token
+
+    def _bearer(self, request: Request) -> dict[str, Any] | None:
+        """The claims of the valid embed token the request carries, or None."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        with self._lock:
+            known = token in self.tokens_issued and token not in self.revoked
+        if scheme.lower() != "bearer" or not known:
+            return None
+        claims = decode_fake_token(token)
+        return claims if claims.get("exp", 0) > now() else None
+
+    def _mcp_answer(self, request: Request, body: bytes) -> Response:
+        with self._lock:
+            if self._mcp is None:
+                self._mcp = McpBackend(self).start()
+            backend = self._mcp
+        return backend.forward(request, body)
 
     def _failure_response(self, failure: Failure) -> Response:
         body = failure.body
@@ -322,7 +397,7 @@ class Handler(WSGIRequestHandler):
 
     def run_wsgi(self) -> None:
         fake = self.server.fake
-        if fake._peek_drop() is not None:
+        if fake._peek_drop(self.path.split("?")[0]) is not None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             fake._record(self.command, self.path, dict(self.headers), body, 0)
@@ -425,3 +500,94 @@ def validate(body: bytes) -> tuple[str | None, dict[str, Any]]:
     if "permissions" in payload and not isinstance(payload["permissions"], dict):
         return "permissions must be an object", {}
     return None, payload
+
+
+def rest_answer(request: Request, claims: dict[str, Any]) -> Response:
+    """``GET /api/v1/dashboards/<id>``: a stand-in of Toucan's REST API, showing whom
+    the Bearer token was minted for."""
+    parts = request.path[len(REST_PREFIX) :].split("/")
+    if request.method != "GET" or len(parts) != 2 or parts[0] != "dashboards":
+        return error(404, "not_found", "no such endpoint")
+    body = {
+        "id": parts[1],
+        "title": f"Dashboard {parts[1]}",
+        "viewer": claims.get("sub"),
+        "attributes": claims.get("attributes"),
+    }
+    return Response(json.dumps(body), status=200, content_type="application/json")
+
+
+class McpBackend:
+    """The MCP SDK's own server (Streamable HTTP, stateless, JSON answers) on a private
+    loopback port; the fake checks the Bearer token, then hands the request over."""
+
+    def __init__(self, fake: FakeToucan) -> None:
+        if MCP_MISSING is not None:
+            raise RuntimeError(
+                f"the MCP endpoint of FakeToucan needs the MCP SDK ({MCP_MISSING.name} is "
+                'missing): pip install "flask-toucan[mcp]"'
+            )
+        server = MCPServer("Toucan (FakeToucan)")
+
+        @server.tool(description="Ask Toucan's AI assistant a question about your data.")
+        def ask_toucan_assistant(
+            question: str, ctx: Context, threadId: str | None = None
+        ) -> dict[str, Any]:
+            headers = ctx.headers or {}
+            claims = decode_fake_token(headers.get("authorization", "").partition(" ")[2])
+            with fake._lock:
+                fake.questions.append((str(claims.get("sub")), question, threadId))
+            return stand_in_answer(claims, question, threadId)
+
+        @server.tool(description="List the dashboards this user may see.")
+        def list_dashboards(ctx: Context) -> dict[str, Any]:
+            headers = ctx.headers or {}
+            claims = decode_fake_token(headers.get("authorization", "").partition(" ")[2])
+            return {"dashboards": ["sales", "ops"], "viewer": claims.get("sub")}
+
+        app = server.streamable_http_app(
+            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True
+        )
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [self.socket]},
+            daemon=True,
+            name="FakeToucan-MCP",
+        )
+
+    def start(self) -> McpBackend:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the FakeToucan MCP server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+        self.socket.close()
+
+    def forward(self, request: Request, body: bytes) -> Response:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in (*HOP_BY_HOP, "host")
+        }
+        try:
+            connection.request(request.method, MCP_PATH, body=body, headers=headers)
+            answer = connection.getresponse()
+            data = answer.read()
+        finally:
+            connection.close()
+        response = Response(data, status=answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in (*HOP_BY_HOP, "date", "server"):
+                response.headers[name] = value
+        return response

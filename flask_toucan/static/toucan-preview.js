@@ -244,3 +244,55 @@ class PreviewAssistant extends PreviewElement {
 
 if (!customElements.get("tc-dashboard")) customElements.define("tc-dashboard", PreviewElement);
 if (!customElements.get("tc-ai-assistant")) customElements.define("tc-ai-assistant", PreviewAssistant);
+
+// <tc-result-renderer>: Toucan renders an assistant answer's visualization from its
+// `payload` property. The stand-in draws the payload's title and series as bars.
+class PreviewResult extends HTMLElement {
+  constructor() {
+    super();
+    this.attachShadow({ mode: "open" });
+    this.shadowRoot.adoptedStyleSheets = [sheet()];
+  }
+
+  set payload(value) {
+    this._payload = value;
+    this.render();
+  }
+
+  get payload() {
+    return this._payload;
+  }
+
+  connectedCallback() {
+    this.render();
+  }
+
+  render() {
+    const p = this._payload || {};
+    const series = Array.isArray(p.series) ? p.series : [];
+    const header = el("header", {}, el("span", { className: "badge", textContent: "PREVIEW" }),
+                      el("h3", { textContent: String(p.title || "Result") }));
+    const width = 480, height = 160, bottom = 24, top = 14;
+    const values = series.map((s) => Number(s && s.value) || 0);
+    const max = Math.max(1, ...values);
+    const step = width / Math.max(1, series.length);
+    const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
+                              "aria-label": String(p.title || "Result") });
+    series.forEach((s, i) => {
+      const h = ((height - bottom - top) * values[i]) / max;
+      root.append(svg("rect", { x: i * step + 8, y: height - bottom - h, width: step - 16,
+                                height: h, class: `bar r${i % 3}` }));
+      root.append(svg("text", { x: i * step + step / 2, y: height - bottom - h - 3,
+                                class: "value" }, String(values[i])));
+      root.append(svg("text", { x: i * step + step / 2, y: height - 8, class: "label" },
+                      String((s && s.name) || "")));
+    });
+    const note = el("p", { className: "note", textContent:
+      "flask_toucan stand-in for <tc-result-renderer>: the payload your assistant answered." });
+    this.shadowRoot.replaceChildren(header, el("figure", {}, root), note);
+  }
+}
+
+if (!customElements.get("tc-result-renderer")) {
+  customElements.define("tc-result-renderer", PreviewResult);
+}
