@@ -133,6 +133,37 @@ def check(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: 
     )
 
 
+@toucan_cli.group("mcp")
+def mcp_group() -> None:
+    """Toucan's MCP server (your own AI chat), as a given user sees it."""
+
+
+@mcp_group.command("tools")
+@click.option("--user", "distinct_id", default="flask-toucan-check", show_default=True,
+              help="distinctId whose token lists the tools")  # fmt: skip
+@_identity_options
+def mcp_tools(
+    distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None
+) -> None:
+    """List the tools Toucan's MCP endpoint offers a user (TOUCAN_MCP_URL)."""
+    state = _state()
+    user = _user_from(distinct_id, role, attrs, instance)
+    try:
+        from . import mcp
+    except ImportError as exc:
+        click.echo(f"✗ {exc}", err=True)
+        raise SystemExit(1) from None
+    try:
+        tools = mcp.blocking(mcp.caller_for(state, user).tools)
+    except ToucanError as exc:
+        click.echo(f"FAILED: {exc}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"{len(tools)} tools at {state.instance(instance).mcp_url} for {distinct_id!r}:")
+    for name, description, required in tools:
+        arguments = f"({', '.join(required)})" if required else "()"
+        click.echo(f"  {name}{arguments}  {description.splitlines()[0] if description else ''}")
+
+
 # -- doctor ---------------------------------------------------------------------
 
 

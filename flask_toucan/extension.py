@@ -540,22 +540,8 @@ class Toucan:
 
         rs = self._request()
         service = rs.service if rs is not None else self._service()
-        resolved = service.resolve(self.require_user() if user is None else ToucanUser.coerce(user))
-        instance = service.instance(resolved.instance)
-        s = service.settings
-
-        def source(force: bool) -> EmbedToken:
-            return service.get(resolved, force=force)[0]
-
-        return mcp.Caller(
-            source,
-            mcp_url=instance.mcp_url,
-            base_url=instance.base_url,
-            deadline=s.mcp_deadline,
-            timeout=s.timeout,
-            verify=s.verify,
-            proxies=s.proxies,
-            preview=s.preview,
+        return mcp.caller_for(
+            service, self.require_user() if user is None else ToucanUser.coerce(user)
         )
 
     def mcp_session(

@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -31,7 +31,9 @@ from .errors import (
     ToucanResponseError,
     ToucanUnavailable,
 )
+from .identity import ToucanUser
 from .preview import decode_fake_token, stand_in_answer
+from .service import TokenService
 from .tokens import EmbedToken
 
 try:
@@ -54,9 +56,11 @@ __all__ = [
     "ToucanAnswer",
     "answer_from",
     "arguments_for",
+    "caller_for",
 ]
 
 logger = logging.getLogger("flask_toucan")
+T = TypeVar("T")
 
 #: The data-question tool, by the name Toucan's guide gives it.
 TOOL = "ask_toucan_assistant"
@@ -129,6 +133,28 @@ def arguments_for(
     return arguments
 
 
+def caller_for(service: TokenService, user: ToucanUser) -> Caller:
+    """``user`` as MCP and REST calls speak for it: resolved now (default role, instance,
+    required attributes); its token comes from ``service``, the same cache as pages."""
+    resolved = service.resolve(user)
+    instance = service.instance(resolved.instance)
+    s = service.settings
+
+    def source(force: bool) -> EmbedToken:
+        return service.get(resolved, force=force)[0]
+
+    return Caller(
+        source,
+        mcp_url=instance.mcp_url,
+        base_url=instance.base_url,
+        deadline=s.mcp_deadline,
+        timeout=s.timeout,
+        verify=s.verify,
+        proxies=s.proxies,
+        preview=s.preview,
+    )
+
+
 @dataclass(frozen=True)
 class Caller:
     """One resolved identity's way in: its token source and its instance's endpoints."""
@@ -159,13 +185,13 @@ class Caller:
             )
         auth = BearerFlow(self.source)
         inner: list[BaseException] = []
-        connect, read = self.timeout
+        connect = self.timeout[0]  # reading waits on the assistant: up to the deadline
         scheme = "https" if self.mcp_url.startswith("https:") else "http"
         try:
             async with (
                 httpx2.AsyncClient(
                     auth=auth,
-                    timeout=httpx2.Timeout(read, connect=connect),
+                    timeout=httpx2.Timeout(self.deadline, connect=connect),
                     verify=self.verify,
                     proxy=(self.proxies or {}).get(scheme),
                 ) as http,
@@ -249,14 +275,31 @@ class Caller:
 
     def ask_blocking(self, question: str, thread_id: str | None = None) -> ToucanAnswer:
         """:meth:`ask` from synchronous code (a thread with no running event loop)."""
+        return blocking(self.ask, question, thread_id)
+
+    async def tools(self) -> list[tuple[str, str, list[str]]]:
+        """The tools the endpoint offers this identity: name, description, required
+        arguments (every page), within the deadline."""
+        found: list[tuple[str, str, list[str]]] = []
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return anyio.run(self.ask, question, thread_id)
-        raise RuntimeError(
-            "toucan.ask() waits for the answer and cannot run inside an event loop "
-            "(an async view?): use `await toucan.ask_async(...)` there"
-        )
+            with anyio.fail_after(self.deadline):
+                async with self.session() as session:
+                    cursor: str | None = None
+                    for _ in range(50):
+                        params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                        page = await session.list_tools(params=params)
+                        for tool in page.tools:
+                            required = tool.input_schema.get("required") or []
+                            found.append((tool.name, tool.description or "", list(required)))
+                        cursor = page.next_cursor
+                        if not cursor:
+                            break
+        except TimeoutError:
+            raise ToucanUnavailable(
+                f"Toucan's MCP endpoint did not list its tools within TOUCAN_MCP_DEADLINE "
+                f"({self.deadline:g} s)"
+            ) from None
+        return found
 
     # -- REST -----------------------------------------------------------------
 
@@ -364,6 +407,18 @@ class BearerSession(requests.Session):
             url = url.decode()
         kwargs.setdefault("timeout", self.default_timeout)
         return super().request(method, urljoin(self.base_url, url.lstrip("/")), *args, **kwargs)
+
+
+def blocking(func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run the coroutine function ``func(*args)`` to its end from synchronous code."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(func, *args)
+    raise RuntimeError(
+        "toucan.ask() waits for the answer and cannot run inside an event loop "
+        "(an async view?): use `await toucan.ask_async(...)` there"
+    )
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
