@@ -13,12 +13,21 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import secrets
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from flask import Flask, current_app, g, has_app_context, has_request_context, render_template
+from flask import (
+    Flask,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    render_template,
+    session,
+)
 from flask import url_for as flask_url_for
 from flask_caching import Cache
 from markupsafe import Markup
@@ -303,6 +312,10 @@ class Toucan:
             rs = g.get("_toucan")
             if rs is not None:
                 rs.user_changed()
+            # A sign-in or sign-out starts a new binding: references of pages rendered
+            # before it are refused by the refresh endpoint from now on.
+            if sender.secret_key:
+                session.pop(SESSION_BINDING, None)
         signed_in = extra.get("signal") != "out"
         if signed_in and sender.extensions["toucan"].settings.prefetch_on_login:
             self.prefetch()
@@ -424,7 +437,7 @@ class Toucan:
         renewed = None
         if reference is not None:
             variants = rs.service.variants
-            variant = variants.resolve(reference, user)
+            variant = variants.resolve(reference, user, session.get(SESSION_BINDING))
             if not variant.allowed():
                 raise InvalidVariant("access_revoked", "allow() refused this user")
             user = variant.apply(user)
@@ -512,7 +525,8 @@ class Toucan:
             return placeholder(tag, fixed, attrs)
         service = rs.service
         if rs.variant is not None and service.settings.refresh:
-            reference = service.variants.sign(rs.variant, self._required(rs))
+            binding = session_binding() if current_app.secret_key else None
+            reference = service.variants.sign(rs.variant, self._required(rs), binding)
             fixed = {**fixed, "data-toucan-variant": reference}
         instance = rs.instance if rs.instance is not _UNSET else None
         server_url = service.instance(instance).server_url
@@ -641,6 +655,18 @@ def placeholder(tag: str, fixed: Mapping[str, object], attrs: Mapping[str, objec
         layout=markup.html_attributes(layout),
     )
     return Markup(html)  # noqa: S704 - rendered by an autoescaped template
+
+
+#: The session key holding the random value variant references are bound to.
+SESSION_BINDING = "_toucan_binding"
+
+
+def session_binding() -> str:
+    """This browser session's binding for variant references (made on first use)."""
+    value = session.get(SESSION_BINDING)
+    if not isinstance(value, str):
+        value = session[SESSION_BINDING] = secrets.token_urlsafe(16)
+    return value
 
 
 def csp_nonce() -> str | None:

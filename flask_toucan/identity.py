@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Mapping
@@ -269,9 +270,19 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(b"flask_toucan:api-key:" + api_key.encode()).hexdigest()[:16]
 
 
-def identity_digest(user: ToucanUser) -> str:
-    """A short one-way tag of the user's whole identity (for references and signals)."""
-    return hashlib.sha256(b"flask_toucan:identity:" + user.canonical.encode()).hexdigest()[:32]
+def identity_digest(user: ToucanUser, key: bytes) -> str:
+    """A short keyed tag of the user's whole identity (for references and signals).
+
+    Keyed (HMAC), so it cannot be matched offline against guessed identities: a
+    server-side attribute the user never sees stays unknown to whoever reads a page.
+    """
+    return hmac.new(key, user.canonical.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def derive_key(secret: str | bytes, purpose: str) -> bytes:
+    """A key for ``purpose`` derived from a secret (the app's ``SECRET_KEY``)."""
+    material = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(material, b"flask_toucan:" + purpose.encode(), hashlib.sha256).digest()
 
 
 def cache_key(prefix: str, base_url: str, api_key_fingerprint: str, user: ToucanUser) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -42,7 +43,7 @@ from . import signals
 from .cache import NO_LEASE, FrontCache, TokenStore, in_process, leases_for
 from .client import TokenClient, default_deadline
 from .errors import InvalidToucanUser, ToucanAPIError, ToucanRateLimited, ToucanUnavailable
-from .identity import ToucanUser, cache_key, check_required, identity_digest
+from .identity import ToucanUser, cache_key, check_required, derive_key, identity_digest
 from .instances import Instance
 from .preview import PreviewMinter
 from .settings import Settings
@@ -119,8 +120,18 @@ class TokenService:
         self.instances: dict[str | None, Instance] = {None: settings.default_instance}
         self.instances.update(settings.instances)
         self._store: TokenStore | None = None
+        self._process_key = secrets.token_bytes(32)  # signals' identity key without SECRET_KEY
         self._per_process()
         _SERVICES.add(self)
+
+    def identity_tag(self, user: ToucanUser) -> str:
+        """The ``identity`` signals carry: keyed with the app's ``SECRET_KEY`` (stable
+        across processes), or without one a key of this process, never a plain hash
+        that could be matched against guessed identities."""
+        app = self._app()
+        secret = getattr(app, "secret_key", None)
+        key = derive_key(secret, "signal-identity") if secret else self._process_key
+        return identity_digest(user, key)
 
     def _per_process(self) -> None:
         """What must not cross a fork (gunicorn --preload): sessions, threads, locks."""
@@ -361,7 +372,7 @@ class TokenService:
         except Exception as exc:
             self._send(
                 signals.mint_failed,
-                identity=identity_digest(user),
+                identity=self.identity_tag(user),
                 instance=user.instance,
                 duration=time.monotonic() - started,
                 error=type(exc).__name__,
@@ -370,7 +381,7 @@ class TokenService:
         self.store.put(key, token)  # stored before the lease goes, so waiters find it
         self._send(
             signals.token_minted,
-            identity=identity_digest(user),
+            identity=self.identity_tag(user),
             instance=user.instance,
             duration=time.monotonic() - started,
             lifetime=token.lifetime,
@@ -488,7 +499,7 @@ class TokenService:
         if signals.token_served.receivers:
             self._send(
                 signals.token_served,
-                identity=identity_digest(user),
+                identity=self.identity_tag(user),
                 instance=user.instance,
                 source=source,
             )

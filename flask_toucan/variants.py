@@ -2,13 +2,14 @@
 
 ``@toucan.inject_token(role=..., permissions=..., allow=...)`` registers a
 :class:`Variant` for the decorated view. The page's components carry only a
-reference to it: the variant's name and a digest of the user's whole identity (id,
-role, attributes, permissions), signed with the app's ``SECRET_KEY`` and
-timestamped with the page's render. A variant changes what a user may see, so it
+reference to it: the variant's name, keyed digests of the user's whole identity (id,
+role, attributes, permissions) and of the browser session, signed with the app's
+``SECRET_KEY`` and timestamped with the page's render. A variant changes what a user may see, so it
 must have an ``allow`` gate (``allow=lambda: True`` says "every signed-in user" out
 loud). The refresh endpoint renews a variant only when the reference is genuine,
 its page was rendered less than ``TOUCAN_VARIANT_MAX_AGE`` seconds ago, the current
-user has exactly that identity, and ``allow()`` still says yes. Past that age the
+user has exactly that identity in the same session (a sign-in starts a new one), and
+``allow()`` still says yes. Past that age the
 page must be reloaded, which runs the view's own checks (``@admin_required``...)
 again: a demoted user cannot keep an elevated variant alive by refreshing. The
 browser never names a role or permissions: they are looked up here, on the server.
@@ -17,6 +18,7 @@ browser never names a role or permissions: they are looked up here, on the serve
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from .errors import InvalidVariant, ToucanConfigError
-from .identity import ToucanUser, identity_digest
+from .identity import ToucanUser, derive_key, identity_digest
 from .tokens import now
 
 __all__ = ["MAX_AGE", "MAX_VARIANTS", "TokenVariants", "Variant", "VariantRegistry"]
@@ -35,7 +37,7 @@ MAX_AGE = 24 * 3600
 #: Variants one extension may register: one per decorated view, so far above any app.
 MAX_VARIANTS = 1000
 
-_SALT = "flask_toucan.token-variant.v2"
+_SALT = "flask_toucan.token-variant.v3"
 
 
 @dataclass(frozen=True)
@@ -103,18 +105,36 @@ class TokenVariants:
         self.registry = registry
         self.max_age = max_age
 
-    def _serializer(self) -> _Serializer:
+    def _secret(self) -> Any:
         secret = self._secret_key()
         if not secret:
             raise ToucanConfigError(
                 "SECRET_KEY is not set: flask_toucan needs it to let pages rendered with "
                 "inject_token(role=..., permissions=...) refresh their tokens"
             )
-        return _Serializer(secret, salt=_SALT)
+        return secret
 
-    def sign(self, variant: Variant, user: ToucanUser) -> str:
-        """The reference a page carries for ``variant``, bound to ``user`` (before overrides)."""
-        claims = {"v": variant.name, "u": identity_digest(user), "r": int(now())}
+    def _serializer(self) -> _Serializer:
+        return _Serializer(self._secret(), salt=_SALT)
+
+    def _identity(self, user: ToucanUser) -> str:
+        return identity_digest(user, derive_key(self._secret(), "variant-identity"))
+
+    def _session(self, session_id: str | None) -> str | None:
+        if session_id is None:
+            return None
+        key = derive_key(self._secret(), "variant-session")
+        return hmac.new(key, session_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def sign(self, variant: Variant, user: ToucanUser, session_id: str | None = None) -> str:
+        """The reference a page carries for ``variant``, bound to ``user`` (before
+        overrides) and to the browser session ``session_id`` it was rendered for."""
+        claims = {
+            "v": variant.name,
+            "u": self._identity(user),
+            "s": self._session(session_id),
+            "r": int(now()),
+        }
         return str(self._serializer().dumps(claims))
 
     def renew(self, reference: str) -> str:
@@ -123,8 +143,9 @@ class TokenVariants:
         serializer = self._serializer()
         return str(serializer.dumps(serializer.loads(reference)))
 
-    def resolve(self, reference: str, user: ToucanUser) -> Variant:
-        """The variant ``reference`` names, if it is genuine, fresh and ``user``'s."""
+    def resolve(self, reference: str, user: ToucanUser, session_id: str | None = None) -> Variant:
+        """The variant ``reference`` names, if it is genuine, fresh, ``user``'s, and
+        asked for from the browser session it was rendered for."""
         try:
             data, signed_at = self._serializer().loads(
                 reference, max_age=self.max_age, return_timestamp=True
@@ -139,6 +160,8 @@ class TokenVariants:
         rendered = data.get("r", signed_at.timestamp())
         if not isinstance(rendered, (int, float)) or now() - rendered > self.max_age:
             raise InvalidVariant("variant_expired", "the page is too old; reload it")
-        if data.get("u") != identity_digest(user):
+        if data.get("u") != self._identity(user):
             raise InvalidVariant("access_revoked", "the reference belongs to another identity")
+        if data.get("s") != self._session(session_id):
+            raise InvalidVariant("access_revoked", "the reference belongs to another session")
         return variant

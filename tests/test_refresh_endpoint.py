@@ -417,6 +417,80 @@ def test_a_demoted_admin_is_refused_from_the_first_refresh_over_ten_days(
         clock.advance(23 * 3600)
 
 
+def test_a_reference_works_only_in_the_browser_session_it_was_rendered_for(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    """The same user, signed in from another browser (or after signing in again),
+    cannot renew the variant with a reference taken from the first page."""
+    app = admin_app(make_app, Directory())
+    first = app.test_client()
+    reference = admin_reference(first)
+    assert refresh(first, json={"variant": reference}).status_code == 200
+    other = app.test_client()  # another browser: its own session cookie
+    admin_reference(other)
+    replayed = refresh(other, json={"variant": reference})
+    assert replayed.status_code == 403
+    assert replayed.json["error"] == "access_revoked"
+    # No cookie at all (a script replaying the reference elsewhere): refused too.
+    bare = app.test_client()
+    refused = refresh(bare, json={"variant": reference})
+    assert refused.status_code == 403 and refused.json["error"] == "access_revoked"
+
+
+def test_signing_in_again_ends_the_references_of_earlier_pages(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    from flask_login import LoginManager, UserMixin, login_user
+
+    app = admin_app(make_app, Directory())
+    manager = LoginManager(app)
+    manager.user_loader(lambda uid: None)
+
+    class Account(UserMixin):
+        id = "alice"
+
+    @app.post("/sign-in")
+    def sign_in() -> str:
+        login_user(Account())
+        return "ok"
+
+    client = app.test_client()
+    reference = admin_reference(client)
+    assert refresh(client, json={"variant": reference}).status_code == 200
+    assert client.post("/sign-in", headers={"X-User": "alice"}).status_code == 200
+    stale = refresh(client, json={"variant": reference})
+    assert stale.status_code == 403 and stale.json["error"] == "access_revoked"
+    assert refresh(client, json={"variant": admin_reference(client)}).status_code == 200
+
+
+def test_the_reference_cannot_be_matched_against_guessed_identities(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    """Readable (signed, not encrypted), the reference carries no plain hash of the
+    identity: guessing a server-side attribute offline finds nothing."""
+    import hashlib
+
+    from itsdangerous import URLSafeTimedSerializer
+
+    from flask_toucan import ToucanUser
+
+    client = admin_app(make_app, Directory()).test_client()
+    reference = admin_reference(client)
+    # Anyone can read it without the key (as an attacker with the page would).
+    valid, claims = URLSafeTimedSerializer("not the key").loads_unsafe(reference)
+    assert not valid and isinstance(claims, dict)
+    guesses = [
+        ToucanUser("alice", role=role, attributes={"tenant": tenant}).canonical
+        for tenant in ("acme", "globex")
+        for role in (None, "explorer")
+    ]
+    for guess in guesses:
+        for prefix in (b"flask_toucan:identity:", b""):
+            plain = hashlib.sha256(prefix + guess.encode()).hexdigest()
+            assert claims["u"] != plain[:32]
+    assert len(claims["u"]) == 32 and claims["s"] and claims["s"] != claims["u"]
+
+
 def test_an_elevated_variant_cannot_be_defined_without_allow(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -456,9 +530,9 @@ def test_forged_and_unknown_references(make_app: Callable[..., Flask], fake: Fak
     client = app.test_client()
     reference = admin_reference(client)
     # Signed with the wrong key, or naming a variant no view registered.
-    wrong_key = URLSafeTimedSerializer("guess", salt="flask_toucan.token-variant.v2")
+    wrong_key = URLSafeTimedSerializer("guess", salt="flask_toucan.token-variant.v3")
     forged = wrong_key.dumps({"v": "x", "u": "y"})
-    right_key = URLSafeTimedSerializer("test", salt="flask_toucan.token-variant.v2")
+    right_key = URLSafeTimedSerializer("test", salt="flask_toucan.token-variant.v3")
     unknown = right_key.dumps({"v": "no-such-variant", "u": "y"})
     for bad in (forged, unknown, reference + "x"):
         response = refresh(client, json={"variant": bad})

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_toucan import signals
-from flask_toucan.identity import identity_digest
+from flask_toucan.identity import derive_key, identity_digest
 from flask_toucan.testing import FakeToucan
 
 from .conftest import USERS, Clock
@@ -49,7 +49,10 @@ def test_a_page_view_mints_then_serves(
     client.get("/page", headers={"X-User": "alice"})
     client.get("/page", headers={"X-User": "alice"})
     (minted,) = named(received, "token-minted")
-    assert minted["identity"] == identity_digest(USERS["alice"].replace(role="explorer"))
+    alice = USERS["alice"].replace(role="explorer")
+    # Keyed with the app's SECRET_KEY: stable across processes, not a plain hash.
+    assert minted["identity"] == identity_digest(alice, derive_key(app.secret_key, "signal-identity"))
+    assert minted["identity"] != identity_digest(alice, derive_key("guess", "signal-identity"))
     assert minted["instance"] is None
     assert minted["lifetime"] == 3600
     assert 0 <= minted["duration"] < 5
@@ -92,7 +95,8 @@ def test_mint_failed_names_the_error_class(
     assert app.test_client().get("/page", headers={"X-User": "alice"}).status_code == 503
     (failed,) = named(received, "mint-failed")
     assert failed["error"] == "ToucanUnavailable"
-    assert failed["identity"] == identity_digest(USERS["alice"].replace(role="explorer"))
+    alice = USERS["alice"].replace(role="explorer")
+    assert failed["identity"] == identity_digest(alice, derive_key(app.secret_key, "signal-identity"))
     assert named(received, "token-minted") == []
 
 
