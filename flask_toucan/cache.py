@@ -25,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -276,9 +277,26 @@ class _NoUnpickler:
         return None
 
 
+#: The most a value read from memcached may decompress to: a token entry is a few KB.
+MAX_DECOMPRESSED = 64 * 1024
+
+
+def bounded_decompress(data: bytes) -> bytes:
+    """python-memcached's decompressor, bounded: a value flagged as compressed that
+    would inflate past :data:`MAX_DECOMPRESSED` (a planted zip bomb) reads as empty,
+    which is a miss, instead of taking the worker's memory."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_DECOMPRESSED)
+    except zlib.error:
+        return b""
+    return b"" if inflater.unconsumed_tail else out
+
+
 class TokenMemcachedCache(FlaskMemcachedCache):
     """``CACHE_TYPE = "MemcachedCache"`` through python-memcached, made with an unpickler
-    that refuses (its constructor's ``unpickler`` argument), kept as ``client``."""
+    that refuses and a bounded decompressor (its constructor's ``unpickler`` and
+    ``decompressor`` arguments), kept as ``client``."""
 
     client: Any
     #: Whether values flagged as pickles are refused (python-memcached made here).
@@ -293,7 +311,9 @@ class TokenMemcachedCache(FlaskMemcachedCache):
                 pass  # pylibmc or libmc: see SECURITY.md
             else:
                 servers = memcache.Client(
-                    list(servers or ["127.0.0.1:11211"]), unpickler=_NoUnpickler
+                    list(servers or ["127.0.0.1:11211"]),
+                    unpickler=_NoUnpickler,
+                    decompressor=bounded_decompress,
                 )
                 self.refuses_pickles = True
         self.client = servers

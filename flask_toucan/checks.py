@@ -17,12 +17,20 @@ from urllib.parse import urlsplit
 from .errors import ToucanConfigError
 from .identity import ATTRIBUTE_TYPES
 
-__all__ = ["Check", "fail", "redact"]
+__all__ = ["Check", "fail", "redact", "redact_text", "shape"]
 
 Check = Callable[[Mapping[str, Any], str], Any]
 
 _SECRET_NAME = re.compile(r"(key|password|passwd|secret|token|credential)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
+# A URL's userinfo: everything between "scheme://" and the last "@" of the authority
+# (a password may itself hold "@" or ":").
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.IGNORECASE)
+# Query parameters that carry a secret (redis-py honours ?password=).
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&;](?:[a-z0-9_.-]*(?:password|passwd|pass|pwd|secret|token|key|auth)"
+    r"[a-z0-9_.-]*)=)[^&;#\s]*",
+    re.IGNORECASE,
+)
 
 
 def redact(value: Any) -> Any:
@@ -42,15 +50,44 @@ def redact(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:<hidden>@", value)
+        return redact_text(value)
     return value
 
 
-def fail(key: str, problem: str, value: object) -> ToucanConfigError:
-    """The error for a wrong ``key``: what it must be, and (redacted, short) what it is."""
-    shown = "<hidden>" if key == "TOUCAN_API_KEY" else repr(redact(value))
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
+def redact_text(text: str) -> str:
+    """``text`` with every URL credential removed: userinfo (``user:pw@``, a password
+    holding ``@`` included) and secret-named query parameters (``?password=``,
+    ``&token=``...). The one function every message, log line and command output
+    that may show a configured URL goes through."""
+    if "://" in text:
+        text = _URL_USERINFO.sub(r"\g<scheme><hidden>@", text)
+    if "=" in text:
+        text = _SECRET_PARAM.sub(r"\g<name><hidden>", text)
+    return text
+
+
+def shape(value: object) -> str:
+    """What ``value`` is, never what it holds: for errors about a value of the wrong
+    shape, which may be a secret put in the wrong place."""
+    if isinstance(value, Mapping):
+        names = sorted(str(k) for k in value)[:8]
+        return f"a {type(value).__name__} with keys {names}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return f"a {type(value).__name__} of {len(value)}"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return f"a {type(value).__name__}"
+
+
+def fail(key: str, problem: str, value: object, *, by_shape: bool = False) -> ToucanConfigError:
+    """The error for a wrong ``key``: what it must be, and what it is: a scalar
+    (redacted, short), or with ``by_shape`` (and for any container) only its shape."""
+    if key == "TOUCAN_API_KEY" or by_shape or not isinstance(value, (str, int, float, type(None))):
+        shown = shape(value)
+    else:
+        shown = repr(redact(value))
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
     return ToucanConfigError(f"{key} {problem} (got {shown})")
 
 
@@ -67,6 +104,23 @@ def string(config: Mapping[str, Any], key: str, *, url: bool = False, path: bool
 
 def url(config: Mapping[str, Any], key: str) -> str:
     return string(config, key, url=True)
+
+
+def public_string(config: Mapping[str, Any], key: str) -> str:
+    """A URL (or path) sent to browsers or to a Bearer-authenticated endpoint: it must
+    not carry credentials (they would reach every visitor)."""
+    value = string(config, key)
+    if "@" in urlsplit(value).netloc:
+        raise ToucanConfigError(
+            f"{key} must not carry credentials (user:password@): it is sent to every "
+            f"browser; got {redact_text(value)}"
+        )
+    return value
+
+
+def public_url(config: Mapping[str, Any], key: str) -> str:
+    url(config, key)
+    return public_string(config, key)
 
 
 def path(config: Mapping[str, Any], key: str) -> str:

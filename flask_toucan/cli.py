@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import click
@@ -19,10 +19,11 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .cache import list_keys
+from .checks import redact_text
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
 from .service import TokenService
-from .settings import deferred_config_error
+from .settings import deferred_config_error, unknown_keys
 
 __all__ = ["deferring_config_errors", "toucan_cli"]
 
@@ -64,14 +65,16 @@ def _state() -> TokenService:
 @toucan_cli.command("config")
 def show_config() -> None:
     """Show the TOUCAN_* settings in force (secrets are never shown)."""
-    from .checks import redact
-
     error = _config_error()
     if error is None:
         shown = current_app.extensions["toucan"].settings.as_config()
-    else:  # what the app set, as far as it goes
+    else:  # what the app set, as far as it goes (the value of a key we do not know
+        # is never shown: a misspelt TOUCAN_APIKEY holds the very key)
+        unknown = unknown_keys(current_app.config)
         shown = {
-            k: redact(v) for k, v in sorted(current_app.config.items()) if k.startswith("TOUCAN_")
+            k: "<unknown key: value not shown>" if k in unknown else _unchecked(k, v)
+            for k, v in sorted(current_app.config.items())
+            if k.startswith("TOUCAN_")
         }
         shown["TOUCAN_API_KEY"] = (
             "<set>" if current_app.config.get("TOUCAN_API_KEY") else "<not set>"
@@ -80,6 +83,19 @@ def show_config() -> None:
         click.echo(f"{name} = {value!r}")
     if error is not None:
         click.echo(f"✗ {error}")
+
+
+def _unchecked(key: str, value: Any) -> Any:
+    """A value the checks refused (or never reached), for display: redacted, and an
+    instance entry that is not a dict (a key put where a dict belongs) by its shape."""
+    from .checks import redact, shape
+
+    if key == "TOUCAN_INSTANCES" and isinstance(value, Mapping):
+        return {
+            name: redact(entry) if isinstance(entry, Mapping) else shape(entry)
+            for name, entry in value.items()
+        }
+    return redact(value)
 
 
 def _user_from(
@@ -126,7 +142,11 @@ def check(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: 
         click.echo(f"FAILED: {exc}", err=True)
         raise SystemExit(1) from None
     inst = state.instance(instance)
-    where = "preview (tokens minted in process)" if state.settings.preview else inst.base_url
+    where = (
+        "preview (tokens minted in process)"
+        if state.settings.preview
+        else redact_text(inst.base_url)
+    )
     click.echo(
         f"OK: Toucan at {where} minted a token for {distinct_id!r}; "
         f"it expires in {token.expires_in} s ({token.expires_at.isoformat()})."
@@ -256,10 +276,13 @@ def fake(port: int, api_key: str, expires_in: str) -> None:
     from .testing import FakeToucan
 
     server = FakeToucan(api_key=api_key, expires_in=expires_in, port=port).start()
-    click.echo(f"FakeToucan listening on {server.url}")
-    click.echo(f"  TOUCAN_BASE_URL = {server.url!r}")
-    click.echo(f"  TOUCAN_API_KEY = {api_key!r}   (a fake key)")
-    click.echo("Ctrl-C to stop.")
+    # A key given on the command line is not echoed (it may be a real one, by mistake).
+    shown_key = api_key if api_key == "fake-key" else "<the --api-key you gave>"
+    click.echo(f"FakeToucan listening on {server.url} (token endpoint, embed.js, MCP)")
+    click.echo("Point your app at it: in the shell that runs your app,")
+    click.echo(f"  export TOUCAN_BASE_URL={server.url}")
+    click.echo(f"  export TOUCAN_API_KEY={shown_key}")
+    click.echo("(or set both in app.config; TOUCAN_PREVIEW must be off). Ctrl-C to stop.")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

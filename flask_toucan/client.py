@@ -41,6 +41,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from .checks import redact_text
 from .errors import (
     ToucanAPIError,
     ToucanAuthError,
@@ -597,7 +598,7 @@ class TokenClient:
         pool_maxsize: int = 10,
     ) -> None:
         self.url = base_url.rstrip("/") + "/" + token_path.lstrip("/")
-        self.host = urlsplit(self.url).netloc
+        self.host = urlsplit(self.url).netloc.rpartition("@")[2]  # never its userinfo
         self.key = ApiKey(api_key, api_key_ttl)
         self.timeout = timeout
         self.max_retries = max_retries
@@ -635,7 +636,7 @@ class TokenClient:
         self._workers = ThreadPoolExecutor(pool_maxsize, thread_name_prefix="toucan-mint")
 
     def __repr__(self) -> str:
-        return f"TokenClient(url={self.url!r}, api_key=<hidden>)"
+        return f"TokenClient(url={redact_text(self.url)!r}, api_key=<hidden>)"
 
     def key_fingerprint(self) -> str:
         return self.key.fingerprint()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 
+from .checks import redact_text
 from .client import CLOCK_SKEW_WARNING, TokenClient, env_ca_bundle
 from .errors import ToucanError
 from .identity import ToucanUser
@@ -109,7 +110,7 @@ def _instance_checks(state: TokenService, instance: Instance) -> Iterator[Check]
     yield (
         True,
         (
-            f"token endpoint{label}: {url} minted a token with this key "
+            f"token endpoint{label}: {redact_text(url)} minted a token with this key "
             f"(lifetime {round(token.lifetime or 0)} s; not printed)"
         ),
     )

@@ -13,9 +13,9 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from .checks import boolean, fail, path, string, url
+from .checks import boolean, fail, path, public_string, public_url, redact_text, url
 from .errors import ToucanConfigError
 
 __all__ = [
@@ -70,19 +70,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def public(url: str) -> str:
+    """``url`` without userinfo: credentials a base URL carries for the token request
+    never reach a browser or the MCP endpoint."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def server_url_for(base_url: str) -> str:
     """The components' ``server-url`` of an instance at ``base_url`` (TOUCAN_SERVER_URL)."""
-    return base_url.rstrip("/") + "/api"
+    return public(base_url).rstrip("/") + "/api"
 
 
 def script_url_for(base_url: str) -> str:
     """The web-components module of an instance at ``base_url`` (TOUCAN_SCRIPT_URL)."""
-    return base_url.rstrip("/") + "/embed/embed.js"
+    return public(base_url).rstrip("/") + "/embed/embed.js"
 
 
 def mcp_url_for(base_url: str) -> str:
     """Toucan's MCP endpoint of an instance at ``base_url`` (TOUCAN_MCP_URL)."""
-    return base_url.rstrip("/") + "/api/mcp"
+    return public(base_url).rstrip("/") + "/api/mcp"
 
 
 def api_key(config: Mapping[str, Any], key: str) -> KeySource | None:
@@ -109,8 +118,9 @@ def base_url(config: Mapping[str, Any], key: str) -> str:
     loopback = is_loopback(host)
     if parsed.scheme == "http" and not loopback and config.get("TOUCAN_ALLOW_HTTP") is not True:
         raise ToucanConfigError(
-            f"{key} is a plain http:// URL ({value}): the API key would travel in clear. "
-            "Use https://, or set TOUCAN_ALLOW_HTTP = True for a private network you trust"
+            f"{key} is a plain http:// URL ({redact_text(value)}): the API key would travel "
+            "in clear. Use https://, or set TOUCAN_ALLOW_HTTP = True for a private network "
+            "you trust"
         )
     return value
 
@@ -124,9 +134,9 @@ def named_instances(config: Mapping[str, Any], key: str) -> dict[str, Instance]:
     for name, entry in value.items():
         where = f"{key}[{name!r}]"
         if not isinstance(name, str) or not name.strip():
-            raise fail(key, "must have non-empty string names", name)
+            raise fail(key, "must have non-empty string names", name, by_shape=True)
         if not isinstance(entry, Mapping) or not {"BASE_URL", "API_KEY"} <= set(entry):
-            raise fail(where, "must be a dict with BASE_URL and API_KEY", entry)
+            raise fail(where, "must be a dict with BASE_URL and API_KEY", entry, by_shape=True)
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
             raise fail(where, f"has unknown keys {sorted(unknown)}", sorted(unknown))
@@ -156,7 +166,7 @@ def _entry(config: Mapping[str, Any], name: str, entry: Mapping[str, Any]) -> In
         base,
         api_key(sub, "TOUCAN_API_KEY"),
         path(sub, "TOUCAN_TOKEN_PATH"),
-        url(sub, "TOUCAN_SERVER_URL"),
-        string(sub, "TOUCAN_SCRIPT_URL"),
-        url(sub, "TOUCAN_MCP_URL"),
+        public_url(sub, "TOUCAN_SERVER_URL"),
+        public_string(sub, "TOUCAN_SCRIPT_URL"),
+        public_url(sub, "TOUCAN_MCP_URL"),
     )

@@ -57,14 +57,14 @@ KEYS: tuple[Key, ...] = (
         "your Toucan API key (default: env TOUCAN_API_KEY); "
         "required unless preview mode"),
     Key("TOUCAN_BASE_URL", "https://toucanai.cloud", instances.base_url,
-        "SaaS or your self-hosted instance"),
+        "SaaS or your self-hosted instance (default: env TOUCAN_BASE_URL, else Toucan's SaaS)"),
     Key("TOUCAN_TOKEN_PATH", "/embed/generate-token", checks.path,
         "token endpoint path (older docs: /api/generate-token)"),
-    Key("TOUCAN_SERVER_URL", DERIVED, checks.url,
+    Key("TOUCAN_SERVER_URL", DERIVED, checks.public_url,
         "the components' server-url (default: base + /api)"),
-    Key("TOUCAN_SCRIPT_URL", DERIVED, checks.string,
+    Key("TOUCAN_SCRIPT_URL", DERIVED, checks.public_string,
         "the web-components module (default: base + /embed/embed.js)"),
-    Key("TOUCAN_MCP_URL", DERIVED, checks.url,
+    Key("TOUCAN_MCP_URL", DERIVED, checks.public_url,
         "Toucan's MCP endpoint, for ask() and mcp_session() (default: base + /api/mcp)"),
     Key("TOUCAN_MCP_DEADLINE", 60, checks.number(1, 600),
         "total seconds one ask() may take: connecting, the session, the tool's answer"),
@@ -206,7 +206,12 @@ class Settings:
 
 
 def apply_defaults(config: dict[str, Any]) -> None:
-    """``setdefault`` every key, so ``app.config`` shows what is in force."""
+    """``setdefault`` every key, so ``app.config`` shows what is in force.
+
+    ``TOUCAN_API_KEY`` and ``TOUCAN_BASE_URL`` fall back on the environment variables of
+    the same names (what ``flask toucan fake`` tells you to export)."""
+    if os.environ.get("TOUCAN_BASE_URL"):
+        config.setdefault("TOUCAN_BASE_URL", os.environ["TOUCAN_BASE_URL"])
     for key, value in DEFAULTS.items():
         config.setdefault(key, value)
     config.setdefault("TOUCAN_API_KEY", os.environ.get("TOUCAN_API_KEY") or None)

@@ -134,3 +134,27 @@ def test_killed_lease_holder_blocks_nobody_past_the_lock_timeout(
     # within 3 s of being set.
     assert waited <= 2 + 1 + 0.5, f"waited {waited:.2f}s for a dead holder's lease"
     assert len(fake.mints) == 1  # the dead holder never got its token
+
+
+def test_a_compressed_bomb_planted_in_memcached_is_never_inflated(
+    mc_app: Callable[..., Flask], memcached: MemcachedServer, fake: FakeToucan
+) -> None:
+    """python-memcached inflates any value flagged as compressed (flag 8); a 300 KB
+    planted value inflating to 300 MB reads as a miss instead (bounded decompression)."""
+    import resource
+    import zlib
+
+    app = mc_app()
+    app.test_client().get("/page", headers={"X-User": "alice"})
+    bomb = zlib.compress(b"\0" * (300 * 1024 * 1024), 9)
+    assert len(bomb) < 400 * 1024
+    key = key_of(app, "alice")
+    stored = memcached.raw(f"set {key} 8 600 {len(bomb)}\r\n".encode() + bomb + b"\r\n")
+    assert stored == b"STORED\r\n"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    other = mc_app(front_cache_ttl=0).test_client()
+    response = other.get("/page", headers={"X-User": "alice"})
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert response.status_code == 200
+    assert len(fake.mints) == 2  # the planted value was not a token: minted again
+    assert grown_mb < 100, f"reading the planted value grew the process by {grown_mb:.0f} MB"
