@@ -263,3 +263,19 @@ def test_hostile_expires_in_is_refused_in_linear_time(hostile: str) -> None:
     assert time.perf_counter() - started < 0.5
     # Short values with spaces still parse as before.
     assert parse_expires_in("  2   days ") == 86400
+
+
+def test_a_hostile_expires_in_through_the_page_path_is_bounded(
+    make_app: Any, fake: Any
+) -> None:
+    """A hostile upstream's expiresIn (the 256 KB-body form of the backtracking attack)
+    costs a page view nothing: the token is served with the fallback lifetime at once,
+    and the worker is never stalled."""
+    fake.expires_in = "1" + " " * 200_000 + "!"
+    client = make_app().test_client()
+    started = time.perf_counter()
+    page = client.get("/page", headers={"X-User": "alice"})
+    took = time.perf_counter() - started
+    assert page.status_code == 200
+    assert f'data-toucan-lifetime="{FALLBACK_LIFETIME}"' in page.get_data(as_text=True)
+    assert took < 2, f"the page view took {took:.1f}s"
