@@ -324,3 +324,54 @@ def test_cache_clear_leaves_other_applications_keys_alone(
             assert r.get(key) == value.encode(), key
     finally:
         r.delete(*planted)
+
+
+@pytest.mark.parametrize("prefix", ["", "t*", "t?", "[t]"])
+def test_a_hostile_prefix_is_refused_by_the_real_command_and_deletes_nothing(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """`flask toucan cache clear --yes` in a subprocess, as a user runs it, with the
+    prefixes that once deleted a whole Redis database or another app's keys."""
+    r = redis_server.client()
+    planted = {"session:abc": "s", "celery-task-meta-1": "c", "tenant-config:1": "t"}
+    for key, value in planted.items():
+        r.set(key, value)
+    try:
+        config = {
+            "TOUCAN_API_KEY": API_KEY,
+            "TOUCAN_CACHE_KEY_PREFIX": prefix,
+            "TOUCAN_CACHE_CONFIG": {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
+        }
+        done = flask_cli("toucan", "cache", "clear", "--yes", config=config)
+        assert done.returncode == 1
+        assert "TOUCAN_CACHE_KEY_PREFIX" in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
+        for key, value in planted.items():
+            assert r.get(key) == value.encode(), key
+    finally:
+        r.delete(*planted)
+
+
+def test_the_real_cache_clear_deletes_only_flask_toucans_keys(
+    redis_server: RedisServer, fake: FakeToucan
+) -> None:
+    r = redis_server.client()
+    planted = {"session:abc": "s", "celery-task-meta-1": "c", "tk:cart:42": "a"}
+    for key, value in planted.items():
+        r.set(key, value)
+    config = {
+        "TOUCAN_API_KEY": API_KEY,
+        "TOUCAN_BASE_URL": fake.url,
+        "TOUCAN_CACHE_KEY_PREFIX": "tk:",
+        "TOUCAN_CACHE_CONFIG": {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
+    }
+    try:
+        assert flask_cli("toucan", "check", "--user", "u1", config=config).returncode == 0
+        stats = flask_cli("toucan", "cache", "stats", config=config)
+        assert "tokens: 1" in stats.stdout, stats.stdout + stats.stderr
+        cleared = flask_cli("toucan", "cache", "clear", "--yes", config=config)
+        assert "deleted 1 keys" in cleared.stdout, cleared.stdout + cleared.stderr
+        for key, value in planted.items():
+            assert r.get(key) == value.encode(), key
+    finally:
+        r.delete(*planted)
