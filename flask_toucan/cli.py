@@ -18,7 +18,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .cache import list_keys
+from .cache import in_process, list_keys
 from .checks import redact_text
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
@@ -213,11 +213,23 @@ def _our_keys(state: TokenService) -> Iterator[str] | None:
     return list_keys(state.store.backend, state.settings.cache_key_prefix)
 
 
+#: What the cache commands say when the tokens live in each worker's own memory.
+PER_PROCESS = (
+    "the token backend is in-process (TOUCAN_CACHE_CONFIG not set): each worker keeps its "
+    "own tokens in its own memory, which this command cannot reach; they expire on their "
+    "own, or call toucan.invalidate(user) in the app. Set TOUCAN_CACHE_CONFIG to a shared "
+    "backend (Redis) to manage them from here"
+)
+
+
 @cache_group.command("stats")
 def cache_stats() -> None:
     """Backend, and how many tokens and leases it holds under TOUCAN_CACHE_KEY_PREFIX."""
     state = _state()
     cache = state.store
+    if in_process(cache.backend):
+        click.echo(f"backend: {type(cache.backend).__name__} ({PER_PROCESS})")
+        return
     click.echo(f"backend: {type(cache.backend).__name__}")
     click.echo(f"cross-process leases: {type(cache.leases).__name__ if cache.leases else 'none'}")
     click.echo(f"front cache (this process): {len(cache.front) if cache.front else 'none'}")
@@ -232,7 +244,9 @@ def cache_stats() -> None:
 
 
 @cache_group.command("clear")
-@click.option("--user", "distinct_id", default=None, help="forget only this identity's token")
+@click.option("--user", "distinct_id", default=None,
+              help="forget only this user's tokens (every identity of this distinctId, "
+                   "or exactly one with --role/--attr/--instance)")  # fmt: skip
 @_identity_options
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 def cache_clear(
@@ -242,14 +256,30 @@ def cache_clear(
     instance: str | None,
     yes: bool,
 ) -> None:
-    """Forget one identity's token (--user, with its --role/--attr/--instance), or every
-    token under TOUCAN_CACHE_KEY_PREFIX."""
+    """Forget a user's tokens (--user: all of that distinctId's, or exactly one identity
+    with --role/--attr/--instance), or every token under TOUCAN_CACHE_KEY_PREFIX."""
     state = _state()
+    if in_process(state.store.backend):
+        click.echo(PER_PROCESS, err=True)
+        raise SystemExit(1)
     if distinct_id is not None:
+        exact = bool(role or attrs or instance)
         user = _user_from(distinct_id, role, attrs, instance)
-        if yes or click.confirm(f"Forget the cached token of {distinct_id!r}?"):
-            state.invalidate(user)
-            click.echo(f"forgot the token of {distinct_id!r}")
+        what = "that identity's token" if exact else f"every token of {distinct_id!r}"
+        if not yes and not click.confirm(f"Forget {what}?"):
+            raise SystemExit(1)
+        if exact:
+            count: int | None = int(state.invalidate(user))
+        else:
+            count = state.forget(distinct_id)
+            if count is None:
+                click.echo(
+                    "this backend cannot list its keys: give the exact identity with "
+                    "--role/--attr/--instance",
+                    err=True,
+                )
+                raise SystemExit(1)
+        click.echo(f"forgot {count} token{'' if count == 1 else 's'} of {distinct_id!r}")
         return
     keys = _our_keys(state)
     if keys is None:

@@ -44,6 +44,21 @@ def run_checks(app: Flask) -> Iterator[Check]:
     state = app.extensions["toucan"]
     s = state.settings
     yield True, "configuration accepted" + (" (preview mode)" if s.preview else "")
+    if state.has_user_loader():
+        yield True, "a @toucan.user_loader is registered"
+    else:
+        yield (
+            False,
+            "no @toucan.user_loader: every page that needs a token fails on its first "
+            "request; decorate a function that reads the signed-in user (e.g. Flask-Login's "
+            "current_user) and returns a ToucanUser, or None when nobody is signed in",
+        )
+    if s.preview and s.api_key is not None:
+        yield (
+            False,
+            "TOUCAN_PREVIEW is on while TOUCAN_API_KEY is set: pages show stand-ins and "
+            "Toucan is never called; set TOUCAN_PREVIEW = False to use the key",
+        )
     if len(state.variants.registry) and not app.secret_key:
         yield (
             False,

@@ -171,6 +171,11 @@ class Toucan:
             # Loaded by `flask toucan ...`: the command reports the error (✗) instead.
             defer_config_error(app, exc)
             return
+        if settings.preview and settings.api_key is not None:
+            logger.warning(
+                "TOUCAN_PREVIEW is on while TOUCAN_API_KEY is set: pages show stand-ins and "
+                "Toucan is never called; set TOUCAN_PREVIEW = False to use the key"
+            )
         variants = TokenVariants(lambda: app.secret_key, self.variants, settings.variant_max_age)
         try:
             service = TokenService(settings, backend, variants, app=app, **options)
@@ -178,6 +183,7 @@ class Toucan:
             raise ToucanConfigError(
                 f"service_options: {exc}; see TokenService in the API reference"
             ) from None
+        service.has_user_loader = lambda: self._user_loader is not None
         self._services.add(service)
         app.extensions["toucan"] = service
         install(app, settings, refresh=self.refresh, require_user=self.require_user)

@@ -290,7 +290,16 @@ def cache_key(prefix: str, base_url: str, api_key_fingerprint: str, user: Toucan
     # Newlines cannot occur inside the parts (JSON escapes them; the URL and
     # fingerprint have none), so the joined string is unambiguous.
     material = "\n".join((base_url.rstrip("/"), api_key_fingerprint, user.canonical))
-    return prefix + hashlib.sha256(material.encode()).hexdigest()
+    # 64 hex digits: the user's distinct-id tag, so every token of one user can be found
+    # (`flask toucan cache clear --user`), then 192 bits of the whole identity's hash.
+    return (
+        prefix + distinct_tag(user.distinct_id) + hashlib.sha256(material.encode()).hexdigest()[:48]
+    )
+
+
+def distinct_tag(distinct_id: str) -> str:
+    """The first 16 hex digits of every cache key of ``distinct_id``'s tokens."""
+    return hashlib.sha256(b"flask_toucan:distinct-id:" + distinct_id.encode()).hexdigest()[:16]
 
 
 #: The types TOUCAN_REQUIRED_ATTRIBUTES may name.

@@ -40,10 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import signals
-from .cache import NO_LEASE, FrontCache, TokenStore, in_process, leases_for
+from .cache import NO_LEASE, FrontCache, TokenStore, in_process, leases_for, list_keys
 from .client import TokenClient, default_deadline
 from .errors import InvalidToucanUser, ToucanAPIError, ToucanRateLimited, ToucanUnavailable
-from .identity import ToucanUser, cache_key, check_required, derive_key, identity_digest
+from .identity import (
+    ToucanUser,
+    cache_key,
+    check_required,
+    derive_key,
+    distinct_tag,
+    identity_digest,
+)
 from .instances import Instance
 from .preview import PreviewMinter
 from .settings import Settings
@@ -120,6 +127,8 @@ class TokenService:
         self.instances: dict[str | None, Instance] = {None: settings.default_instance}
         self.instances.update(settings.instances)
         self._store: TokenStore | None = None
+        #: Whether the app registered a user loader (the facade says; `doctor` asks).
+        self.has_user_loader: Callable[[], bool] = lambda: True
         self._process_key = secrets.token_bytes(32)  # signals' identity key without SECRET_KEY
         self._per_process()
         _SERVICES.add(self)
@@ -246,11 +255,27 @@ class TokenService:
         self.served(user, source)
         return token, source
 
-    def invalidate(self, user: ToucanUser) -> None:
-        """Forget ``user``'s cached token here and in the backend."""
+    def invalidate(self, user: ToucanUser) -> bool:
+        """Forget ``user``'s cached token here and in the backend; whether there was one."""
         _, _, key = self._identify(user)
         self._failures.pop(key, None)
+        existed = self.store.read(key) is not None
         self.store.delete(key)
+        return existed
+
+    def forget(self, distinct_id: str) -> int | None:
+        """Forget every cached token of ``distinct_id`` (whatever its attributes, role,
+        permissions or instance) here and in the backend: how many, or None when the
+        backend cannot list its keys."""
+        keys = list_keys(self.store.backend, self.settings.cache_key_prefix)
+        if keys is None:
+            return None
+        start = self.settings.cache_key_prefix + distinct_tag(distinct_id)
+        doomed = [k for k in keys if k.startswith(start) and not k.endswith(":lock")]
+        for key in doomed:
+            self._failures.pop(key, None)
+            self.store.delete(key)
+        return len(doomed)
 
     def prefetch(self, user: ToucanUser) -> None:
         """Mint ``user``'s token in the background unless it is warm (raises on a bad user)."""

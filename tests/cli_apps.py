@@ -16,7 +16,8 @@ def create_app() -> Flask:
     app = Flask(__name__)
     app.config.update(json.loads(os.environ.get("TEST_APP_CONFIG", "{}")))
     toucan = Toucan(app)
-    toucan.user_loader(lambda: ToucanUser("cli-user"))
+    if not os.environ.get("TEST_APP_NO_LOADER"):
+        toucan.user_loader(lambda: ToucanUser("cli-user"))
 
     if os.environ.get("TEST_APP_VARIANT"):
 

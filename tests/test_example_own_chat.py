@@ -111,8 +111,12 @@ def test_asking_in_chromium_renders_the_stand_in_chart(
         "() => { const r = document.querySelector('#result-1');"
         " return r && r.payload && r.shadowRoot && r.shadowRoot.querySelector('svg rect'); }"
     )
-    title = page.evaluate("document.querySelector('#result-1').shadowRoot.querySelector('h3').textContent")
-    bars = page.evaluate("document.querySelector('#result-1').shadowRoot.querySelectorAll('rect').length")
+    title = page.evaluate(
+        "document.querySelector('#result-1').shadowRoot.querySelector('h3').textContent"
+    )
+    bars = page.evaluate(
+        "document.querySelector('#result-1').shadowRoot.querySelectorAll('rect').length"
+    )
     pwned = page.evaluate("window.pwned === undefined")
     page.close()
     assert "tenant = acme" in title and "<img" in title  # the payload shown as text

@@ -51,9 +51,7 @@ def fuzz_app(make_app: Callable[..., Flask]) -> Flask:
         return ToucanUser(name, attributes={"tenant": "acme"}) if name in ("alice", "bob") else None
 
     @app.get("/admin")
-    @toucan.inject_token(
-        role="admin", allow=lambda: request.headers.get("X-User") == "alice"
-    )
+    @toucan.inject_token(role="admin", allow=lambda: request.headers.get("X-User") == "alice")
     def admin() -> str:
         return render_template_string("{{ toucan_dashboard('ops') }}")
 
@@ -83,9 +81,7 @@ def test_the_refresh_endpoint_under_fuzz(make_app: Callable[..., Flask], fake: F
         body=st.one_of(
             st.binary(max_size=400),
             st.builds(json.dumps, json_values).map(str.encode),
-            st.builds(
-                lambda v: json.dumps({"variant": v}).encode(), mutations(reference)
-            ),
+            st.builds(lambda v: json.dumps({"variant": v}).encode(), mutations(reference)),
         ),
         content_type=st.sampled_from(
             ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]

@@ -163,16 +163,13 @@ def test_config_works_without_the_key() -> None:
 # -- cache stats and clear ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["simple", "redis"])
 def test_cache_stats_and_clear(
-    make_app: Callable[..., Flask], fake: FakeToucan, redis_server: RedisServer, backend: str
+    make_app: Callable[..., Flask], fake: FakeToucan, redis_server: RedisServer
 ) -> None:
-    config: dict[str, Any] = {"TOUCAN_CACHE_KEY_PREFIX": "ops:"}
-    if backend == "redis":
-        config["TOUCAN_CACHE_CONFIG"] = {
-            "CACHE_TYPE": "RedisCache",
-            "CACHE_REDIS_URL": redis_server.url,
-        }
+    config: dict[str, Any] = {
+        "TOUCAN_CACHE_KEY_PREFIX": f"ops-{free_port()}:",
+        "TOUCAN_CACHE_CONFIG": {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
+    }
     app = make_app(**config)
     client = app.test_client()
     for name in ("alice", "bob", "carol"):
@@ -196,6 +193,55 @@ def test_cache_stats_and_clear(
     assert "tokens: 0" in runner.invoke(args=["toucan", "cache", "stats"]).output
     client.get("/page", headers={"X-User": "alice"})
     assert len(fake.mints) == 4  # alice minted again after the clear
+
+
+def test_cache_clear_user_forgets_every_token_of_that_user_and_counts_them(
+    redis_server: RedisServer, fake: FakeToucan
+) -> None:
+    """`flask toucan cache clear --user ID` in a subprocess: every token of that distinct
+    id (any attributes, role, permissions), the exact count, and 0 for a stranger."""
+    prefix = f"cu-{free_port()}:"
+    config = {
+        "TOUCAN_API_KEY": API_KEY,
+        "TOUCAN_BASE_URL": fake.url,
+        "TOUCAN_CACHE_KEY_PREFIX": prefix,
+        "TOUCAN_CACHE_CONFIG": {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
+    }
+    for extra in ([], ["--attr", "tenant=1"], ["--attr", "tenant=2", "--role", "viewer"]):
+        assert flask_cli("toucan", "check", "--user", "u-1", *extra, config=config).returncode == 0
+    assert flask_cli("toucan", "check", "--user", "u-2", config=config).returncode == 0
+    # A token minted with permissions (inject_token(permissions=...)) is u-1's too.
+    app = Flask(__name__)
+    app.config.update(config)
+    from flask_toucan import Toucan, ToucanUser
+
+    toucan = Toucan(app)
+    with app.app_context():
+        toucan.get_token(ToucanUser("u-1", permissions={"dashboard": "can_view"}))
+    stats = flask_cli("toucan", "cache", "stats", config=config)
+    assert "tokens: 5" in stats.stdout, stats.stdout + stats.stderr
+    done = flask_cli("toucan", "cache", "clear", "--user", "u-1", "--yes", config=config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "forgot 4 tokens of 'u-1'" in done.stdout
+    assert "tokens: 1" in flask_cli("toucan", "cache", "stats", config=config).stdout
+    nobody = flask_cli("toucan", "cache", "clear", "--user", "nobody", "--yes", config=config)
+    assert "forgot 0 tokens of 'nobody'" in nobody.stdout
+    exact = flask_cli("toucan", "cache", "clear", "--user", "u-2", "--attr", "x=1", "--yes",
+                      config=config)  # fmt: skip
+    assert "forgot 0 tokens of 'u-2'" in exact.stdout  # not that identity: nothing
+    exact = flask_cli("toucan", "cache", "clear", "--user", "u-2", "--role", "explorer", "--yes",
+                      config=config)  # fmt: skip
+    assert "forgot 1 token of 'u-2'" in exact.stdout
+
+
+def test_the_cache_commands_say_when_the_tokens_live_in_each_worker(fake: FakeToucan) -> None:
+    config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": fake.url}
+    stats = flask_cli("toucan", "cache", "stats", config=config)
+    assert "in-process" in stats.stdout and "cannot reach" in stats.stdout
+    assert "tokens: 0" not in stats.stdout
+    cleared = flask_cli("toucan", "cache", "clear", "--user", "u-1", "--yes", config=config)
+    assert cleared.returncode == 1
+    assert "in-process" in cleared.stderr and "TOUCAN_CACHE_CONFIG" in cleared.stderr
 
 
 # -- fake ------------------------------------------------------------------------------
@@ -340,7 +386,10 @@ def test_a_hostile_prefix_is_refused_by_the_real_command_and_deletes_nothing(
         config = {
             "TOUCAN_API_KEY": API_KEY,
             "TOUCAN_CACHE_KEY_PREFIX": prefix,
-            "TOUCAN_CACHE_CONFIG": {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url},
+            "TOUCAN_CACHE_CONFIG": {
+                "CACHE_TYPE": "RedisCache",
+                "CACHE_REDIS_URL": redis_server.url,
+            },
         }
         done = flask_cli("toucan", "cache", "clear", "--yes", config=config)
         assert done.returncode == 1
@@ -375,3 +424,27 @@ def test_the_real_cache_clear_deletes_only_flask_toucans_keys(
             assert r.get(key) == value.encode(), key
     finally:
         r.delete(*planted)
+
+
+def test_doctor_reports_a_missing_user_loader(fake: FakeToucan) -> None:
+    config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": fake.url}
+    code, lines = doctor(config, TEST_APP_NO_LOADER="1")
+    assert code == 1
+    assert any(line.startswith("✗ no @toucan.user_loader") for line in lines), lines
+    code, lines = doctor(config)
+    assert "✓ a @toucan.user_loader is registered" in lines
+
+
+def test_preview_with_a_key_is_pointed_out(
+    fake: FakeToucan, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_PREVIEW": True}
+    code, lines = doctor(config)
+    assert code == 1
+    assert any("TOUCAN_PREVIEW is on while TOUCAN_API_KEY is set" in line for line in lines)
+    app = Flask(__name__)
+    app.config.update(config)
+    from flask_toucan import Toucan
+
+    Toucan(app)
+    assert "TOUCAN_PREVIEW is on while TOUCAN_API_KEY is set" in caplog.text

@@ -175,9 +175,7 @@ def test_the_exported_base_url_is_read_from_the_environment(
 ) -> None:
     """What `flask toucan fake` says to export works: TOUCAN_BASE_URL is read from the
     environment beside TOUCAN_API_KEY."""
-    done = flask_cli(
-        "toucan", "check", config={}, TOUCAN_BASE_URL=fake.url, TOUCAN_API_KEY=API_KEY
-    )
+    done = flask_cli("toucan", "check", config={}, TOUCAN_BASE_URL=fake.url, TOUCAN_API_KEY=API_KEY)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"OK: Toucan at {fake.url} minted a token" in done.stdout
     assert len(fake.mints) == 1

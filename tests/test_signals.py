@@ -51,7 +51,9 @@ def test_a_page_view_mints_then_serves(
     (minted,) = named(received, "token-minted")
     alice = USERS["alice"].replace(role="explorer")
     # Keyed with the app's SECRET_KEY: stable across processes, not a plain hash.
-    assert minted["identity"] == identity_digest(alice, derive_key(app.secret_key, "signal-identity"))
+    assert minted["identity"] == identity_digest(
+        alice, derive_key(app.secret_key, "signal-identity")
+    )
     assert minted["identity"] != identity_digest(alice, derive_key("guess", "signal-identity"))
     assert minted["instance"] is None
     assert minted["lifetime"] == 3600
@@ -96,7 +98,9 @@ def test_mint_failed_names_the_error_class(
     (failed,) = named(received, "mint-failed")
     assert failed["error"] == "ToucanUnavailable"
     alice = USERS["alice"].replace(role="explorer")
-    assert failed["identity"] == identity_digest(alice, derive_key(app.secret_key, "signal-identity"))
+    assert failed["identity"] == identity_digest(
+        alice, derive_key(app.secret_key, "signal-identity")
+    )
     assert named(received, "token-minted") == []
 
 

@@ -265,9 +265,7 @@ def test_hostile_expires_in_is_refused_in_linear_time(hostile: str) -> None:
     assert parse_expires_in("  2   days ") == 86400
 
 
-def test_a_hostile_expires_in_through_the_page_path_is_bounded(
-    make_app: Any, fake: Any
-) -> None:
+def test_a_hostile_expires_in_through_the_page_path_is_bounded(make_app: Any, fake: Any) -> None:
     """A hostile upstream's expiresIn (the 256 KB-body form of the backtracking attack)
     costs a page view nothing: the token is served with the fallback lifetime at once,
     and the worker is never stalled."""
