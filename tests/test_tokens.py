@@ -4,13 +4,16 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC
 
 import pytest
+from flask import Flask
 
 from flask_toucan import EmbedToken, InvalidToucanUser, ToucanUser, parse_expires_in
 from flask_toucan.cache import decode_token, encode_token
 from flask_toucan.identity import cache_key, key_fingerprint
+from flask_toucan.testing import FakeToucan
 from flask_toucan.tokens import FALLBACK_LIFETIME
 
 from .conftest import Clock
@@ -265,7 +268,9 @@ def test_hostile_expires_in_is_refused_in_linear_time(hostile: str) -> None:
     assert parse_expires_in("  2   days ") == 86400
 
 
-def test_a_hostile_expires_in_through_the_page_path_is_bounded(make_app: Any, fake: Any) -> None:
+def test_a_hostile_expires_in_through_the_page_path_is_bounded(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
     """A hostile upstream's expiresIn (the 256 KB-body form of the backtracking attack)
     costs a page view nothing: the token is served with the fallback lifetime at once,
     and the worker is never stalled."""
