@@ -356,7 +356,19 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
     own = Cache(config=config)
     try:
         own.init_app(app)
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        extra = ' pip install "flask-toucan[redis]"' if "redis" in missing.lower() else ""
+        raise ToucanConfigError(
+            f"TOUCAN_CACHE_CONFIG needs a package that is not installed ({missing}):"
+            f"{extra or ' install the client library of that backend'}"
+        ) from None
     except Exception as exc:
+        if "redis" in str(exc).lower() and "module" in str(exc).lower():
+            raise ToucanConfigError(
+                "TOUCAN_CACHE_CONFIG names Redis, but redis-py is not installed: "
+                'pip install "flask-toucan[redis]"'
+            ) from None
         raise ToucanConfigError(
             f"TOUCAN_CACHE_CONFIG could not be used: {type(exc).__name__}: {redact(str(exc))}"
         ) from None

@@ -139,6 +139,7 @@ class Toucan:
         self._app_cache = cache
         self._service_options = dict(service_options or {})
         self._user_loader: UserLoader | None = None
+        self._warned_assistant = False  # debug mode: the ai permission, said once
         self.variants = VariantRegistry()
         # The services of the apps this instance was set up on (not keeping them alive).
         self._services: weakref.WeakSet[TokenService] = weakref.WeakSet()
@@ -519,7 +520,29 @@ class Toucan:
 
     def assistant(self, **attrs: object) -> Markup:
         """``toucan_assistant()``: the ``<tc-ai-assistant>`` chat."""
-        return self._component("tc-ai-assistant", {}, attrs)
+        html = self._component("tc-ai-assistant", {}, attrs)
+        if current_app.debug and not self._warned_assistant:
+            self._check_assistant_permission()
+        return html
+
+    def _check_assistant_permission(self) -> None:
+        """Debug mode, once: the assistant answers only tokens with ``{"ai": "can_query"}``."""
+        rs = self._require_request()
+        user = self._required(rs)
+        if rs.variant is not None:
+            user = rs.variant.apply(user)
+        if (user.permissions or {}).get("ai") == "can_query":
+            return
+        self._warned_assistant = True
+        from flask import request
+
+        logger.warning(
+            "%s renders toucan_assistant() with a token whose permissions lack "
+            '{"ai": "can_query"}: Toucan\'s assistant will not answer. Decorate the view with '
+            '@toucan.inject_token(permissions={"ai": "can_query"}, allow=...) or give the '
+            "permission in your user_loader",
+            request.endpoint,
+        )
 
     def _component(self, tag: str, fixed: dict[str, object], attrs: Mapping[str, object]) -> Markup:
         rs = self._request()

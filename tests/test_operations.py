@@ -448,3 +448,70 @@ def test_preview_with_a_key_is_pointed_out(
 
     Toucan(app)
     assert "TOUCAN_PREVIEW is on while TOUCAN_API_KEY is set" in caplog.text
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_an_assistant_without_the_ai_permission_is_pointed_out_once(
+    config: dict[str, Any], fake: FakeToucan, caplog: pytest.LogCaptureFixture, debug: bool
+) -> None:
+    from flask_toucan import Toucan
+
+    from .conftest import current_test_user
+
+    app = Flask(__name__)
+    app.config.update(config)
+    app.debug = debug
+    toucan = Toucan(app)
+    toucan.user_loader(current_test_user)
+
+    @app.get("/bare")
+    def bare() -> str:
+        return render_template_string("{{ toucan_script() }}{{ toucan_assistant() }}")
+
+    @app.get("/granted")
+    @toucan.inject_token(permissions={"ai": "can_query"}, allow=lambda: True)
+    def granted() -> str:
+        return render_template_string("{{ toucan_script() }}{{ toucan_assistant() }}")
+
+    client = app.test_client()
+    assert client.get("/granted", headers={"X-User": "alice"}).status_code == 200
+    assert not [r for r in caplog.records if "can_query" in r.getMessage()]
+    for _ in range(3):
+        assert client.get("/bare", headers={"X-User": "alice"}).status_code == 200
+    warned = [r.getMessage() for r in caplog.records if "can_query" in r.getMessage()]
+    if debug:
+        assert len(warned) == 1, warned
+        assert "bare" in warned[0] and 'permissions={"ai": "can_query"}' in warned[0]
+    else:
+        assert warned == []
+
+
+@pytest.mark.parametrize(
+    ("blocked", "code", "extra"),
+    [
+        (
+            "redis",
+            "from flask import Flask\nfrom flask_toucan import Toucan\napp = Flask(__name__)\n"
+            "app.config.update(TOUCAN_PREVIEW=True, TOUCAN_CACHE_CONFIG={'CACHE_TYPE': "
+            "'RedisCache', 'CACHE_REDIS_URL': 'redis://127.0.0.1:6379/0'})\nToucan(app)",
+            "flask-toucan[redis]",
+        ),
+        ("prometheus_client", "import flask_toucan.metrics", "flask-toucan[prometheus]"),
+        ("mcp", "import flask_toucan.mcp", "flask-toucan[mcp]"),
+        (
+            "mcp",
+            "from flask import Flask\nfrom flask_toucan import Toucan, ToucanUser\n"
+            "app = Flask(__name__)\napp.config.update(TOUCAN_PREVIEW=True)\nt = Toucan(app)\n"
+            "with app.app_context():\n    t.ask('q?', user=ToucanUser('u'))",
+            "flask-toucan[mcp]",
+        ),
+    ],
+)
+def test_a_missing_optional_package_names_the_extra(blocked: str, code: str, extra: str) -> None:
+    """As on a machine without the extra: the import of ``blocked`` fails."""
+    script = f"import sys\nsys.modules[{blocked!r}] = None\n" + code
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert extra in done.stderr, done.stderr[-1500:]

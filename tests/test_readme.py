@@ -70,3 +70,37 @@ def test_quickstart_builds_and_renders_for_a_signed_in_user(
     assert found["tc-dashboard"]["data-theme"] == "dark"
     assert "tc-ai-assistant" in found
     assert fake_toucan.mints[0].json["user"]["attributes"] == {"tenant_id": 7}
+
+
+def test_the_testing_snippets_run_as_written(tmp_path: Path, fake_toucan: FakeToucan) -> None:
+    """The README's and the testing guide's test of the quickstart app: the sign-in step
+    included, they pass as written."""
+    (python,) = code_blocks("python")
+    (template,) = code_blocks("jinja")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "analytics.html").write_text(template)
+    readme = (ROOT / "README.md").read_text()
+    testing = readme.split("## Testing your app", 1)[1].split("\n## ", 1)[0]
+    guide = (ROOT / "docs" / "guides" / "testing.md").read_text()
+    snippets = [re.findall(r"```python\n(.*?)```", text, re.S)[0] for text in (testing, guide)]
+    for index, snippet in enumerate(snippets):
+        (tmp_path / f"app_{index}.py").write_text(python)
+        spec = importlib.util.spec_from_file_location(f"app_{index}", tmp_path / f"app_{index}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[f"app_{index}"] = module  # Flask finds the templates beside it
+        try:
+            spec.loader.exec_module(module)
+
+            class Member(UserMixin):
+                def __init__(self, user_id: str) -> None:
+                    self.id, self.tenant_id = user_id, 7
+
+            module.login_manager.user_loader(Member)  # the app's own, as it already has it
+            namespace: dict[str, Any] = {"create_app": module.create_app}
+            exec(snippet.replace("    ...\n", "    pass\n"), namespace)
+            fake_toucan.reset()
+            namespace["test_analytics_page"](fake_toucan)
+        finally:
+            del sys.modules[f"app_{index}"]
+        assert len(fake_toucan.mints) == 1
