@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ MAX_AGE = 24 * 3600
 MAX_VARIANTS = 1000
 
 _SALT = "flask_toucan.token-variant.v3"
+#: What a reference this app signed looks like (itsdangerous' URL-safe form), bounded.
+_REFERENCE = re.compile(r"[A-Za-z0-9_.\-]{1,1024}")
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,10 @@ class TokenVariants:
     def resolve(self, reference: str, user: ToucanUser, session_id: str | None = None) -> Variant:
         """The variant ``reference`` names, if it is genuine, fresh, ``user``'s, and
         asked for from the browser session it was rendered for."""
+        # Only the exact text we signed: base64 decoding would skip characters outside
+        # its alphabet, so a reference with junk added would otherwise still verify.
+        if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
+            raise InvalidVariant("variant_invalid", "not a reference this app signed")
         try:
             data, signed_at = self._serializer().loads(
                 reference, max_age=self.max_age, return_timestamp=True
