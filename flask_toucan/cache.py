@@ -356,7 +356,7 @@ def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable
     own = Cache(config=config)
     try:
         own.init_app(app)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         missing = exc.name or str(exc)
         extra = ' pip install "flask-toucan[redis]"' if "redis" in missing.lower() else ""
         raise ToucanConfigError(
