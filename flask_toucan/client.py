@@ -229,6 +229,10 @@ class BoundedRetry(Retry):
     once (as ToucanRateLimited/ToucanUnavailable) instead of being half-honoured.
     """
 
+    def __repr__(self) -> str:
+        # urllib3 logs "Retrying (<repr>) after ...": say what it means, and the key.
+        return f"{self.total} more retries allowed by TOUCAN_MAX_RETRIES"
+
     def increment(
         self,
         method: str | None = None,
@@ -274,6 +278,31 @@ class Adapter(HTTPAdapter):
         return manager
 
 
+#: OpenSSL's reasons when the other end does not speak TLS at all (a plain-HTTP server).
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+
+
+def tls_failure(exc: BaseException, host: str) -> str:
+    """Why a TLS handshake with ``host`` failed, and the key to check: a certificate we
+    do not trust, or a server that speaks plain HTTP on an https:// URL."""
+    told: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(told) < 8:  # requests and urllib3 wrap ssl's error
+        told.append(f"{getattr(current, 'reason', '')} {current}")
+        nested = current.args[0] if current.args else None
+        current = nested if isinstance(nested, BaseException) else current.__context__
+    said = " ".join(told).upper().replace(" ", "_")
+    if any(reason in said for reason in _NOT_TLS):
+        return (
+            f"Toucan at {host} answers in plain HTTP, not TLS: the URL says https:// but the "
+            "server (or port) speaks http; check TOUCAN_BASE_URL"
+        )
+    return (
+        f"the TLS certificate of Toucan at {host} could not be verified; "
+        "check TOUCAN_VERIFY (a CA bundle for a private CA) and TOUCAN_BASE_URL"
+    )
+
+
 def failure_message(exc: requests.exceptions.RequestException, host: str, late: bool) -> str:
     """What went wrong, where, and which key to check (never the API key)."""
     if late:
@@ -284,10 +313,7 @@ def failure_message(exc: requests.exceptions.RequestException, host: str, late: 
     if isinstance(exc, requests.exceptions.ProxyError):
         return f"the proxy to Toucan at {host} failed; check TOUCAN_PROXIES (or HTTPS_PROXY)"
     if isinstance(exc, requests.exceptions.SSLError):
-        return (
-            f"the TLS certificate of Toucan at {host} could not be verified; "
-            "check TOUCAN_VERIFY (a CA bundle for a private CA) and TOUCAN_BASE_URL"
-        )
+        return tls_failure(exc, host)
     # requests reports a read timeout that used up the retries as a
     # ConnectionError; the urllib3 reason underneath says what really happened.
     reason = getattr(exc.args[0], "reason", None) if exc.args else None

@@ -16,7 +16,7 @@ import requests
 from flask import Flask
 
 from .checks import redact_text
-from .client import CLOCK_SKEW_WARNING, TokenClient, env_ca_bundle
+from .client import CLOCK_SKEW_WARNING, TokenClient, env_ca_bundle, tls_failure
 from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
@@ -104,13 +104,7 @@ def _instance_checks(state: TokenService, instance: Instance) -> Iterator[Check]
                 try:
                     _tls(sock, host, s.verify)
                 except (ssl.SSLError, OSError) as exc:
-                    yield (
-                        False,
-                        (
-                            f"TLS: the certificate of {host}{label} could not be verified "
-                            f"({type(exc).__name__}); check TOUCAN_VERIFY (a CA bundle path)"
-                        ),
-                    )
+                    yield False, f"TLS{label}: {tls_failure(exc, host)}"
                     return
                 yield True, f"TLS: {host}{label} has a certificate we trust"
             elif parts.scheme == "http":

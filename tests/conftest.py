@@ -27,6 +27,27 @@ USERS = {
 }
 
 
+#: Modules every test of which runs extra infrastructure: Chromium, gunicorn workers,
+#: Redis Sentinel or Cluster, memcached, load and benchmark runs.
+INFRA_MODULES = frozenset(
+    {"test_browser", "test_gunicorn", "test_load", "test_benchmarks", "test_redis_topologies",
+     "test_memcached"}
+)  # fmt: skip
+#: Fixtures that start a server of their own (a private redis-server, a proxy, TLS) or a
+#: browser.
+INFRA_FIXTURES = frozenset({"browser", "redis_server", "memcached", "proxy", "tls_fake", "serve"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the infrastructure tier ``infra``: `scripts/test.sh --quick` and the
+    lowest-versions run leave it out (``-m "not infra"``); the full run has everything."""
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in INFRA_MODULES or fixtures & INFRA_FIXTURES:
+            item.add_marker(pytest.mark.infra)
+
+
 class Clock:
     """A clock tests move by hand; flask_toucan reads it through tokens.now()."""
 

@@ -38,7 +38,7 @@ def test_forwarded_prefix_flood_grows_nothing(
     client = app.test_client()
     client.get("/page", headers={"X-User": "alice", "X-Forwarded-Prefix": "/warm"})
     before = map_sizes(app)
-    for i in range(5000):
+    for i in range(2000):  # each would add an entry to any map keyed by the prefix
         response = client.get("/page", headers={"X-User": "alice", "X-Forwarded-Prefix": f"/p{i}"})
         assert response.status_code == 200
         assert f'src="/p{i}/toucan/static/toucan-refresh.js"' in response.text

@@ -627,7 +627,8 @@ def test_an_app_pointed_at_flask_toucan_fake_renders_stand_ins(
     )
     token = page.evaluate("window.toucanPreview.tokens[0].token")
     assert decode_fake_token(token)["sub"] == "dana"
-    assert "PREVIEW" in page.evaluate(
-        "document.querySelector('tc-dashboard').shadowRoot.textContent"
-    )
+    shown = page.evaluate("document.querySelector('tc-dashboard').shadowRoot.textContent")
+    # Preview mode is off here: the stand-ins say they come from the fake.
+    assert "FAKE TOUCAN" in shown and "PREVIEW" not in shown
+    assert "served by FakeToucan" in shown
     page.context.close()

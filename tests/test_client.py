@@ -254,3 +254,15 @@ def test_pytest_plugin_fixture_is_a_working_fake(fake_toucan: FakeToucan) -> Non
     with pytest.raises(ToucanAuthError):
         wrong.mint(USER)
     assert [r.status for r in fake_toucan.requests] == [200, 401]
+
+
+def test_urllib3s_retry_warning_names_the_key_not_our_class(
+    fake: FakeToucan, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail(drop=True)
+    client = TokenClient(fake.url, API_KEY, timeout=(2, 2), max_retries=2)
+    client.mint(ToucanUser("u"))  # the dropped connection is retried, then a token
+    retried = [r.getMessage() for r in caplog.records if "Retrying" in r.getMessage()]
+    assert retried, [r.getMessage() for r in caplog.records]
+    assert "BoundedRetry" not in retried[0]
+    assert "retries allowed by TOUCAN_MAX_RETRIES" in retried[0]

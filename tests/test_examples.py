@@ -6,6 +6,7 @@ from .conftest import API_KEY
 from .servers import Gunicorn, RedisServer
 
 
+@pytest.mark.infra  # gunicorn workers and a redis-server of its own
 def test_gunicorn_redis_example_serves_the_demo(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -515,3 +515,15 @@ def test_a_missing_optional_package_names_the_extra(blocked: str, code: str, ext
     )
     assert done.returncode != 0
     assert extra in done.stderr, done.stderr[-1500:]
+
+
+def test_an_https_url_on_a_plain_http_server_is_named_as_such(fake: FakeToucan) -> None:
+    """Not "a certificate problem": the server speaks http where the URL says https."""
+    config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": fake.url.replace("http:", "https:")}
+    code, lines = doctor(config)
+    assert code == 1
+    tls = [line for line in lines if line.startswith("✗ TLS")]
+    assert tls and "answers in plain HTTP, not TLS" in tls[0], lines
+    assert "certificate" not in tls[0]
+    check = flask_cli("toucan", "check", config=config)
+    assert "answers in plain HTTP, not TLS" in check.stderr, check.stderr

@@ -175,6 +175,7 @@ def test_stale_while_error_then_typed_error(
         app.extensions["test_toucan"].get_token(USERS["alice"])
 
 
+@pytest.mark.infra  # a redis-server of its own, killed and restarted
 def test_redis_killed_mid_traffic_then_recovered(
     make_app: Callable[..., Flask], fake: FakeToucan
 ) -> None:

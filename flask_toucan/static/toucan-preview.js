@@ -6,6 +6,13 @@
 // Every auth-token value an element is given is kept in window.toucanPreview.tokens.
 
 const registry = (window.toucanPreview = window.toucanPreview || { tokens: [] });
+// Served by FakeToucan (`flask toucan fake`) as Toucan's embed.js, preview mode is off:
+// say where the stand-ins come from instead of "PREVIEW".
+const FAKE = import.meta.url.includes("/embed/embed.js");
+const BADGE = FAKE ? "FAKE TOUCAN" : "PREVIEW";
+const ORIGIN = FAKE
+  ? "served by FakeToucan (flask toucan fake), not Toucan AI"
+  : "flask_toucan preview mode, not connected to Toucan AI";
 const SVG = "http://www.w3.org/2000/svg";
 const REGIONS = ["EU", "US", "APAC"];
 const QUARTERS = ["Q1", "Q2", "Q3", "Q4"];
@@ -189,7 +196,7 @@ class PreviewElement extends HTMLElement {
   render() {
     const claims = decode(this.getAttribute("auth-token"));
     const [label, id] = this.subject();
-    const header = el("header", {}, el("span", { className: "badge", textContent: "PREVIEW" }),
+    const header = el("header", {}, el("span", { className: "badge", textContent: BADGE }),
                       el("h3", { textContent: id ? `${label}: ${id}` : label }));
     const footer = el("footer");
     if (claims) {
@@ -212,7 +219,7 @@ class PreviewElement extends HTMLElement {
                   fact("Tokens received", String(this.tokenHistory.length),
                        "1 is the page's own token; each renewal adds one"));
     const note = el("p", { className: "note", textContent:
-      "flask_toucan stand-in: not connected to Toucan AI; sample data shaped by the token." });
+      `Stand-in ${ORIGIN}: sample data shaped by the token.` });
     this.shadowRoot.replaceChildren(header, this.body(claims), footer, note);
     this.updateTimeLeft();
   }
@@ -270,7 +277,7 @@ class PreviewResult extends HTMLElement {
   render() {
     const p = this._payload || {};
     const series = Array.isArray(p.series) ? p.series : [];
-    const header = el("header", {}, el("span", { className: "badge", textContent: "PREVIEW" }),
+    const header = el("header", {}, el("span", { className: "badge", textContent: BADGE }),
                       el("h3", { textContent: String(p.title || "Result") }));
     const width = 480, height = 160, bottom = 24, top = 14;
     const values = series.map((s) => Number(s && s.value) || 0);
