@@ -50,7 +50,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip tox
+# (Only pip's "Location ... is ignored" chatter about absent local indexes is dropped.)
+.venv/bin/python -m pip install -q --upgrade pip tox 2> >(grep -v "^WARNING: Location '" >&2)
 
 if [ "$quick" = 1 ]; then
     envs=py
