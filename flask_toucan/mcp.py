@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.auth import AuthBase
 
+from .client import env_ca_bundle
 from .errors import (
     ToucanAPIError,
     ToucanAuthError,
@@ -64,6 +67,9 @@ T = TypeVar("T")
 
 #: The data-question tool, by the name Toucan's guide gives it.
 TOOL = "ask_toucan_assistant"
+#: The most one answer of the MCP endpoint may hold: far above a chart-heavy answer, far
+#: below what would hurt a worker.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 _THREAD_NAMES = ("threadId", "thread_id")
 
 #: ``source(force)``: the user's embed token; ``force`` mints afresh (after a 401).
@@ -187,13 +193,21 @@ class Caller:
         inner: list[BaseException] = []
         connect = self.timeout[0]  # reading waits on the assistant: up to the deadline
         scheme = "https" if self.mcp_url.startswith("https:") else "http"
+        # As for minting: TOUCAN_PROXIES, else the environment's (NO_PROXY honoured), and
+        # TOUCAN_VERIFY, else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE.
+        proxies = self.proxies or requests.utils.get_environ_proxies(self.mcp_url)
+        verify = tls_context(self.verify)
+        transport = CappedTransport(
+            httpx2.AsyncHTTPTransport(verify=verify, proxy=proxies.get(scheme), trust_env=False),
+            MAX_ANSWER_BYTES,
+        )
         try:
             async with (
                 httpx2.AsyncClient(
                     auth=auth,
                     timeout=httpx2.Timeout(self.deadline, connect=connect),
-                    verify=self.verify,
-                    proxy=(self.proxies or {}).get(scheme),
+                    transport=transport,
+                    trust_env=False,
                 ) as http,
                 streamable_http_client(self.mcp_url, http_client=http) as (
                     read_stream,
@@ -333,6 +347,45 @@ async def find_tool(session: ClientSession) -> Any:
     )
 
 
+class CappedStream(httpx2.AsyncByteStream):
+    """A response body that ends in ToucanResponseError past ``limit`` bytes."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.inner:
+            seen += len(chunk)
+            if seen > self.limit:
+                raise ToucanResponseError(
+                    f"Toucan's MCP endpoint (TOUCAN_MCP_URL) sent an answer larger than "
+                    f"{self.limit // (1024 * 1024)} MB"
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CappedTransport(httpx2.AsyncBaseTransport):
+    """httpx2's transport, every response body bounded (:class:`CappedStream`)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = CappedStream(response.stream, self.limit)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class BearerFlow(httpx2.Auth):
     """The user's embed token on every MCP request; one fresh mint after a 401."""
 
@@ -419,6 +472,19 @@ def blocking(func: Callable[..., Awaitable[T]], *args: Any) -> T:
         "toucan.ask() waits for the answer and cannot run inside an event loop "
         "(an async view?): use `await toucan.ask_async(...)` there"
     )
+
+
+def tls_context(verify: bool | str) -> ssl.SSLContext | bool:
+    """TOUCAN_VERIFY for httpx2: False, the default trust, or a context of the CA bundle
+    it names (else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, as for minting)."""
+    if verify is False:
+        return False
+    bundle = verify if isinstance(verify, str) else env_ca_bundle()
+    if bundle is None:
+        return True
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

@@ -396,3 +396,65 @@ def test_flask_toucan_mcp_tools_lists_what_the_server_offers(fake: FakeToucan) -
     refused = flask_cli("toucan", "mcp", "tools", config=config)
     assert refused.returncode == 1
     assert "FAILED: Toucan's MCP endpoint (TOUCAN_MCP_URL) refused" in refused.stderr
+
+
+def test_an_oversized_answer_ends_in_a_typed_error(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    app = make_app()
+    toucan = toucan_of(app)
+    fake.fail(200, body={"junk": "x" * (9 * 1024 * 1024)}, path="/api/mcp")
+    with app.app_context(), pytest.raises(ToucanResponseError, match="larger than 8 MB"):
+        toucan.ask("huge?", user=USERS["alice"])
+
+
+def test_the_mcp_client_honours_toucan_proxies(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    """TOUCAN_PROXIES applies to the MCP endpoint as to minting: a dead proxy is a typed
+    error naming TOUCAN_MCP_URL, never a direct connection around it."""
+    from .servers import free_port
+
+    app = make_app(TOUCAN_PROXIES={"http": f"http://127.0.0.1:{free_port()}"})
+    toucan = toucan_of(app)
+    with app.app_context():
+        # The token comes from the cache (a page view before the proxy would be needed).
+        app.extensions["toucan"].store.put(
+            app.extensions["toucan"].key_for(app.extensions["toucan"].resolve(USERS["alice"])),
+            _token_from(fake),
+        )
+        with pytest.raises(ToucanUnavailable, match="TOUCAN_MCP_URL"):
+            toucan.ask("through a dead proxy?", user=USERS["alice"])
+    assert mcp_requests(fake) == []
+
+
+def _token_from(fake: FakeToucan) -> Any:
+    from flask_toucan import EmbedToken
+
+    value = fake._issue({"user": {"distinctId": "alice", "role": "explorer", "attributes": {}}})
+    return EmbedToken.from_lifetime(value, 3600, time.time())
+
+
+def test_ask_over_tls_with_a_private_ca(make_app: Callable[..., Flask], tmp_path: Any) -> None:
+    """TOUCAN_VERIFY (a CA bundle) applies to the MCP endpoint as to minting."""
+    import ssl
+
+    import trustme
+
+    from flask_toucan import ToucanAPIError
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with FakeToucan(api_key=API_KEY, ssl_context=context) as tls:
+        trusted = make_app(TOUCAN_BASE_URL=tls.url, TOUCAN_VERIFY=str(bundle))
+        with trusted.app_context():
+            answer = toucan_of(trusted).ask("Over TLS?", user=USERS["alice"])
+        assert "alice" in answer.text
+        assert tls.questions == [("alice", "Over TLS?", None)]
+        untrusted = make_app(TOUCAN_BASE_URL=tls.url)  # the default trust store: refused
+        with untrusted.app_context(), pytest.raises(ToucanAPIError):
+            toucan_of(untrusted).ask("Not trusted?", user=USERS["bob"])
+        assert len(tls.questions) == 1
