@@ -50,7 +50,7 @@ from .errors import (
     ToucanUnavailable,
 )
 from .identity import ToucanUser, key_fingerprint
-from .settings import DEFAULTS
+from .settings import DEFAULTS, env_ca_bundle
 from .tokens import EmbedToken, now, parse_expires_in
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "ApiKey",
     "TokenClient",
     "default_deadline",
-    "env_ca_bundle",
     "failure_message",
     "parse_retry_after",
 ]
@@ -328,10 +327,6 @@ def failure_message(exc: requests.exceptions.RequestException, host: str, late: 
     if isinstance(exc, requests.exceptions.RetryError):
         return f"Toucan at {host} kept failing; retries exhausted (TOUCAN_MAX_RETRIES)"
     return f"could not connect to Toucan at {host}; check TOUCAN_BASE_URL"
-
-
-def env_ca_bundle() -> str | None:
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 # --------------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ import requests
 from flask import Flask
 
 from .checks import redact_text
-from .client import CLOCK_SKEW_WARNING, TokenClient, env_ca_bundle, tls_failure
+from .client import CLOCK_SKEW_WARNING, TokenClient, tls_failure
 from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
 from .service import TokenService
-from .settings import deferred_config_error, removed_keys, unknown_keys
+from .settings import deferred_config_error, env_ca_bundle, removed_keys, unknown_keys
 
 __all__ = ["run_checks"]
 

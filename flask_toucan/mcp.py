@@ -25,7 +25,6 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.auth import AuthBase
 
-from .client import env_ca_bundle
 from .errors import (
     ToucanAPIError,
     ToucanAuthError,
@@ -37,6 +36,7 @@ from .errors import (
 from .identity import ToucanUser
 from .preview import decode_fake_token, stand_in_answer
 from .service import TokenService
+from .settings import env_ca_bundle
 from .tokens import EmbedToken
 
 try:

@@ -29,6 +29,7 @@ __all__ = [
     "defer_config_error",
     "deferred_config_error",
     "did_you_mean",
+    "env_ca_bundle",
     "read_settings",
     "removed_keys",
     "unknown_keys",
@@ -203,6 +204,12 @@ class Settings:
             for name, value in self.as_config().items()
         )
         return f"Settings({shown})"
+
+
+def env_ca_bundle() -> str | None:
+    """The CA bundle the environment names for TLS (what requests honours): used when
+    TOUCAN_VERIFY is True, for minting and for the MCP endpoint alike."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 def apply_defaults(config: dict[str, Any]) -> None:
