@@ -458,3 +458,20 @@ def test_ask_over_tls_with_a_private_ca(make_app: Callable[..., Flask], tmp_path
         with untrusted.app_context(), pytest.raises(ToucanAPIError):
             toucan_of(untrusted).ask("Not trusted?", user=USERS["bob"])
         assert len(tls.questions) == 1
+
+
+def test_each_instance_has_its_own_mcp_endpoint(make_app: Callable[..., Flask]) -> None:
+    """TOUCAN_INSTANCES: a user of the "eu" instance asks that instance's MCP endpoint, with
+    a token minted by that instance's key."""
+    with FakeToucan(api_key="eu-key") as eu, FakeToucan(api_key="us-key") as us:
+        app = make_app(
+            TOUCAN_INSTANCES={
+                "eu": {"BASE_URL": eu.url, "API_KEY": "eu-key"},
+                "us": {"BASE_URL": us.url, "API_KEY": "us-key", "MCP_URL": us.url + "/api/mcp"},
+            }
+        )
+        with app.app_context():
+            toucan_of(app).ask("EU?", user=ToucanUser("e1", instance="eu"))
+            toucan_of(app).ask("US?", user=ToucanUser("u1", instance="us"))
+        assert eu.questions == [("e1", "EU?", None)] and len(eu.mints) == 1
+        assert us.questions == [("u1", "US?", None)] and len(us.mints) == 1
