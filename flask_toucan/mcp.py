@@ -232,12 +232,17 @@ class Caller:
 
     def _failure(self, exc: BaseException, auth: BearerFlow) -> ToucanAPIError:
         where = "Toucan's MCP endpoint (TOUCAN_MCP_URL)"
-        if auth.refused is not None:
+        if auth.refused == 401:
             return ToucanAuthError(
-                f"{where} refused the user's embed token (HTTP {auth.refused}) even "
-                "freshly minted: check TOUCAN_MCP_URL and that your Toucan plan includes "
-                "the MCP server",
-                upstream_status=auth.refused,
+                f"{where} refused the user's embed token (HTTP 401) even freshly minted: "
+                "check TOUCAN_MCP_URL and that the token's instance is the endpoint's",
+                upstream_status=401,
+            )
+        if auth.refused == 403:
+            return ToucanAuthError(
+                f"{where} denied access (HTTP 403): check that your Toucan plan includes "
+                "the MCP server (Toucan answers NO_ACTIVE_SUBSCRIPTION otherwise)",
+                upstream_status=403,
             )
         if isinstance(exc, (TimeoutError, httpx2.TimeoutException)):
             return ToucanUnavailable(

@@ -475,3 +475,17 @@ def test_each_instance_has_its_own_mcp_endpoint(make_app: Callable[..., Flask]) 
             toucan_of(app).ask("US?", user=ToucanUser("u1", instance="us"))
         assert eu.questions == [("e1", "EU?", None)] and len(eu.mints) == 1
         assert us.questions == [("u1", "US?", None)] and len(us.mints) == 1
+
+
+def test_a_403_is_an_auth_error_at_once_without_a_fresh_mint(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    """Toucan answers 403 NO_ACTIVE_SUBSCRIPTION without the MCP plan: minting again
+    cannot cure it."""
+    app = make_app()
+    toucan = toucan_of(app)
+    fake.fail(403, body={"code": "NO_ACTIVE_SUBSCRIPTION", "message": "x"}, path="/api/mcp")
+    with app.app_context(), pytest.raises(ToucanAuthError, match="HTTP 403") as caught:
+        toucan.ask("anything", user=USERS["alice"])
+    assert "NO_ACTIVE_SUBSCRIPTION" in str(caught.value)  # our wording, naming the cause
+    assert len(fake.mints) == 1
