@@ -345,6 +345,12 @@ class FakeToucan:
         return claims if claims.get("exp", 0) > now() else None
 
     def _mcp_answer(self, request: Request, body: bytes) -> Response:
+        if MCP_MISSING is not None:
+            return error(
+                501,
+                "not_implemented",
+                'the MCP endpoint of FakeToucan needs the MCP SDK: pip install "flask-toucan[mcp]"',
+            )
         with self._lock:
             if self._mcp is None:
                 self._mcp = McpBackend(self).start()

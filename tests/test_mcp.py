@@ -489,3 +489,28 @@ def test_a_403_is_an_auth_error_at_once_without_a_fresh_mint(
         toucan.ask("anything", user=USERS["alice"])
     assert "NO_ACTIVE_SUBSCRIPTION" in str(caught.value)  # our wording, naming the cause
     assert len(fake.mints) == 1
+
+
+def test_fakes_mcp_endpoint_without_the_sdk_names_the_extra() -> None:
+    """The token endpoint works without the `mcp` extra; its MCP endpoint says what to install."""
+    import subprocess
+    import sys
+
+    from .servers import ROOT
+
+    script = """
+import sys
+sys.modules["mcp"] = None
+import requests
+from flask_toucan.testing import FakeToucan
+with FakeToucan(api_key="k") as fake:
+    token = requests.post(fake.url + "/embed/generate-token", headers={"x-api-key": "k"},
+        json={"user": {"distinctId": "u", "role": "explorer", "attributes": {}}}).json()["token"]
+    answer = requests.post(fake.mcp_url, headers={"Authorization": "Bearer " + token}, json={})
+    print(answer.status_code, answer.json()["message"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.startswith("501 ") and "flask-toucan[mcp]" in done.stdout
