@@ -422,6 +422,10 @@ class Toucan:
                     raise ToucanForbidden()
                 if variant.overrides:
                     rs.variant = variant
+                    if current_app.secret_key and rs.service.settings.refresh:
+                        # Before the view runs: a streamed page has sent its headers (and
+                        # its session cookie) before its components render.
+                        session_binding()
                 rs.decorated = True
                 g.toucan_token = self._page_token(rs)
                 # Flask's own sync/async bridge, as Flask-Login's login_required uses it.

@@ -549,3 +549,26 @@ def test_the_browser_never_carries_role_or_permissions(
     reference = admin_reference(client)
     assert "admin" not in page.replace("/admin", "") and "can_edit" not in page
     assert "admin" not in reference and "can_edit" not in reference
+
+
+def test_a_streamed_variant_page_can_refresh(
+    make_app: Callable[..., Flask], fake: FakeToucan
+) -> None:
+    """The session binding is made before the view runs: a streamed page has sent its
+    headers, session cookie included, before its components render."""
+    from flask import stream_template_string
+
+    app = admin_app(make_app, Directory())
+    toucan = app.extensions["test_toucan"]
+
+    @app.get("/streamed")
+    @toucan.inject_token(role="admin", allow=lambda: True)
+    def streamed() -> Any:
+        return stream_template_string("<main>{{ toucan_dashboard('ops') }}</main>")
+
+    client = app.test_client()
+    page = client.get("/streamed", headers={"X-User": "alice"})
+    reference = components(page.get_data(as_text=True))[0]["data-toucan-variant"]
+    answer = refresh(client, json={"variant": reference})
+    assert answer.status_code == 200, answer.json
+    assert decode_fake_token(answer.json["token"])["role"] == "admin"
