@@ -283,17 +283,13 @@ def debug_app(make_app: Callable[..., Flask], debug: bool) -> Flask:
 
 @pytest.mark.parametrize("debug", [True, False])
 def test_debug_warnings(
-    config: dict[str, Any], fake: FakeToucan, caplog: pytest.LogCaptureFixture, debug: bool
+    make_app: Callable[..., Flask],
+    fake: FakeToucan,
+    caplog: pytest.LogCaptureFixture,
+    debug: bool,
 ) -> None:
-    from flask_toucan import Toucan
-
-    from .conftest import current_test_user
-
-    app = Flask(__name__)
-    app.config.update(config)
-    app.debug = debug
-    toucan = Toucan(app)
-    toucan.user_loader(current_test_user)
+    app = debug_app(make_app, debug)
+    toucan = app.extensions["test_toucan"]
 
     @app.get("/no-script")
     def no_script() -> str:
@@ -452,17 +448,13 @@ def test_preview_with_a_key_is_pointed_out(
 
 @pytest.mark.parametrize("debug", [True, False])
 def test_an_assistant_without_the_ai_permission_is_pointed_out_once(
-    config: dict[str, Any], fake: FakeToucan, caplog: pytest.LogCaptureFixture, debug: bool
+    make_app: Callable[..., Flask],
+    fake: FakeToucan,
+    caplog: pytest.LogCaptureFixture,
+    debug: bool,
 ) -> None:
-    from flask_toucan import Toucan
-
-    from .conftest import current_test_user
-
-    app = Flask(__name__)
-    app.config.update(config)
-    app.debug = debug
-    toucan = Toucan(app)
-    toucan.user_loader(current_test_user)
+    app = debug_app(make_app, debug)
+    toucan = app.extensions["test_toucan"]
 
     @app.get("/bare")
     def bare() -> str:
