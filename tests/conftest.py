@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +12,7 @@ from werkzeug.test import TestResponse
 from flask_toucan import Toucan, ToucanUser, signals, tokens
 from flask_toucan.testing import FakeToucan
 
-from .servers import ROOT, RedisServer, free_port
+from .servers import RedisServer, running_fake_command
 
 # Distinctive, so a leak anywhere is found by a plain substring search.
 API_KEY = "tk_live_SECRET_9f8e7d6c5b4a"
@@ -242,27 +239,6 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def fake_command() -> Iterator[str]:
     """`flask toucan fake` running in a real subprocess; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "toucan", "fake", "--port", str(port),
-         "--api-key", "cli-fake-key", "--expires-in", "5m"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(url + "/embed/embed.js", timeout=1)
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, "flask toucan fake did not start"
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(10)
-    assert process.stdout is not None
-    with process.stdout:
-        output = process.stdout.read()
-    assert f"FakeToucan listening on {url}" in output
+    with running_fake_command("--api-key", "cli-fake-key", "--expires-in", "5m") as (url, said):
+        assert f"FakeToucan listening on {url}" in said
+        yield url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,30 @@ def _wait(check: Any, timeout: float, what: str) -> None:
             last = exc
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not start: {last!r}")
+
+
+@contextlib.contextmanager
+def running_fake_command(*options: str) -> Iterator[tuple[str, str]]:
+    """`flask toucan fake --port P *options` in a real subprocess, as a user runs it: its
+    URL, and what it printed up to "Ctrl-C to stop" (it is listening by then)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "toucan", "fake", "--port", str(port), *options],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 20
+        while not any("Ctrl-C" in line for line in lines):
+            started = process.poll() is None and time.monotonic() < deadline
+            assert started, "flask toucan fake did not start: " + "".join(lines)
+            lines.append(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}", "".join(lines)
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()
 
 
 def need(program: str, package: str) -> str:

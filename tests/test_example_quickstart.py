@@ -4,9 +4,6 @@ first, then against `flask toucan fake`, following what it prints."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +14,7 @@ from examples.quickstart.app import create_app
 from flask_toucan.testing import decode_fake_token
 
 from .markup import start_tags
-from .servers import ROOT, free_port
+from .servers import running_fake_command
 
 
 def sign_in_and_open(app: Flask, user: str) -> dict[str, dict[str, Any]]:
@@ -46,30 +43,16 @@ def test_the_quickstart_runs_in_preview_mode(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.fixture
-def fake_printout() -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`flask toucan fake` exactly as the quickstart says (default key), and what it printed."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "toucan", "fake", "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while not any("Ctrl-C" in line for line in lines) and time.monotonic() < deadline:
-        lines.append(process.stdout.readline())
-    try:
-        yield "".join(lines), process
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()
+def fake_printout() -> Iterator[str]:
+    """`flask toucan fake` exactly as the quickstart says (default key): what it printed."""
+    with running_fake_command() as (_, printed):
+        yield printed
 
 
 def test_the_quickstart_runs_against_flask_toucan_fake_as_printed(
-    fake_printout: tuple[str, subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+    fake_printout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    printed, _ = fake_printout
+    printed = fake_printout
     exports = dict(re.findall(r"export (TOUCAN_[A-Z_]+)=(\S+)", printed))
     assert set(exports) == {"TOUCAN_BASE_URL", "TOUCAN_API_KEY"}, printed
     for name, value in exports.items():

@@ -9,9 +9,6 @@ with credentials, and `flask toucan fake --api-key`.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +20,7 @@ from flask_toucan.checks import redact_text
 from flask_toucan.testing import FakeToucan
 
 from .conftest import API_KEY
-from .servers import ROOT, free_port
+from .servers import running_fake_command
 from .test_operations import flask_cli
 
 SECRET = "pw-S3CRET-7f1e"
@@ -147,26 +144,10 @@ def test_redact_text_removes_every_credential_form(text: str) -> None:
 
 
 def test_fake_never_echoes_the_api_key_and_prints_what_works() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "toucan", "fake", "--port", str(port),
-         "--api-key", SECRET],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        while not any("Ctrl-C" in line for line in lines) and time.monotonic() < deadline:
-            lines.append(process.stdout.readline())
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
-    output = "".join(lines)
+    with running_fake_command("--api-key", SECRET) as (url, output):
+        pass
     assert SECRET not in output
-    assert f"export TOUCAN_BASE_URL=http://127.0.0.1:{port}" in output
+    assert f"export TOUCAN_BASE_URL={url}" in output
     assert "export TOUCAN_API_KEY=<the --api-key you gave>" in output
 
 
