@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from flask import Flask, render_template_string, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -30,9 +33,10 @@ INFRA_MODULES = frozenset(
     {"test_browser", "test_gunicorn", "test_load", "test_benchmarks", "test_redis_topologies",
      "test_memcached"}
 )  # fmt: skip
-#: Fixtures that start a server of their own (a private redis-server, a proxy, TLS) or a
-#: browser.
-INFRA_FIXTURES = frozenset({"browser", "redis_server", "memcached", "proxy", "tls_fake", "serve"})
+#: Fixtures that start a server of their own (a private redis-server, a proxy) or a
+#: browser. (A FakeToucan over TLS is not one: it runs in the test's process, and TLS is
+#: what differs most between library versions.)
+INFRA_FIXTURES = frozenset({"browser", "redis_server", "memcached", "proxy", "serve"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -158,6 +162,30 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A private certificate authority (trustme)."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_fake(ca: trustme.CA) -> Iterator[FakeToucan]:
+    """A FakeToucan over real TLS, its certificate signed by ``ca``."""
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    with FakeToucan(api_key=API_KEY, ssl_context=context) as fake:
+        yield fake
+
+
+@pytest.fixture
+def ca_bundle(ca: trustme.CA, tmp_path: Path) -> str:
+    """``ca``'s certificate as a CA bundle file (TOUCAN_VERIFY, REQUESTS_CA_BUNDLE)."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
 
 
 @pytest.fixture

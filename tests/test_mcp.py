@@ -435,29 +435,21 @@ def _token_from(fake: FakeToucan) -> Any:
     return EmbedToken.from_lifetime(value, 3600, time.time())
 
 
-def test_ask_over_tls_with_a_private_ca(make_app: Callable[..., Flask], tmp_path: Any) -> None:
+def test_ask_over_tls_with_a_private_ca(
+    make_app: Callable[..., Flask], tls_fake: FakeToucan, ca_bundle: str
+) -> None:
     """TOUCAN_VERIFY (a CA bundle) applies to the MCP endpoint as to minting."""
-    import ssl
-
-    import trustme
-
     from flask_toucan import ToucanAPIError
 
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    with FakeToucan(api_key=API_KEY, ssl_context=context) as tls:
-        trusted = make_app(TOUCAN_BASE_URL=tls.url, TOUCAN_VERIFY=str(bundle))
-        with trusted.app_context():
-            answer = toucan_of(trusted).ask("Over TLS?", user=USERS["alice"])
-        assert "alice" in answer.text
-        assert tls.questions == [("alice", "Over TLS?", None)]
-        untrusted = make_app(TOUCAN_BASE_URL=tls.url)  # the default trust store: refused
-        with untrusted.app_context(), pytest.raises(ToucanAPIError):
-            toucan_of(untrusted).ask("Not trusted?", user=USERS["bob"])
-        assert len(tls.questions) == 1
+    trusted = make_app(TOUCAN_BASE_URL=tls_fake.url, TOUCAN_VERIFY=ca_bundle)
+    with trusted.app_context():
+        answer = toucan_of(trusted).ask("Over TLS?", user=USERS["alice"])
+    assert "alice" in answer.text
+    assert tls_fake.questions == [("alice", "Over TLS?", None)]
+    untrusted = make_app(TOUCAN_BASE_URL=tls_fake.url)  # the default trust store: refused
+    with untrusted.app_context(), pytest.raises(ToucanAPIError):
+        toucan_of(untrusted).ask("Not trusted?", user=USERS["bob"])
+    assert len(tls_fake.questions) == 1
 
 
 def test_each_instance_has_its_own_mcp_endpoint(make_app: Callable[..., Flask]) -> None:

@@ -7,7 +7,6 @@ import gzip
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from flask import Flask
 from flask_toucan import ToucanConfigError, ToucanResponseError, ToucanUnavailable
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
-from .conftest import API_KEY, USERS, Clock
+from .conftest import USERS, Clock
 from .servers import free_port
 from .test_faults import ENTRY_POINTS, call
 
@@ -226,27 +225,6 @@ def test_clock_skew_is_warned_once(
 
 
 # -- private CA ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_fake(ca: trustme.CA) -> Iterator[FakeToucan]:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    with FakeToucan(api_key=API_KEY, ssl_context=context) as fake:
-        yield fake
-
-
-@pytest.fixture
-def ca_bundle(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def test_private_ca_fails_by_default_naming_toucan_verify(

@@ -7,11 +7,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from flask import Flask, render_template_string
 
 from flask_toucan.testing import FakeToucan
@@ -117,22 +115,14 @@ def test_doctor_names_the_fix(
     assert any(expected in line for line in failed(lines)), lines
 
 
-def test_doctor_private_ca(tmp_path: Path) -> None:
-    import ssl
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    with FakeToucan(api_key=API_KEY, ssl_context=context) as tls:
-        config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": tls.url}
-        code, lines = doctor(config)
-        assert code == 1
-        assert any("TLS:" in line and "TOUCAN_VERIFY" in line for line in failed(lines))
-        code, lines = doctor({**config, "TOUCAN_VERIFY": str(bundle)})
-        assert code == 0, lines
-        assert tls.mints  # the key was sent only once the certificate was trusted
+def test_doctor_private_ca(tls_fake: FakeToucan, ca_bundle: str) -> None:
+    config = {"TOUCAN_API_KEY": API_KEY, "TOUCAN_BASE_URL": tls_fake.url}
+    code, lines = doctor(config)
+    assert code == 1
+    assert any("TLS:" in line and "TOUCAN_VERIFY" in line for line in failed(lines))
+    code, lines = doctor({**config, "TOUCAN_VERIFY": ca_bundle})
+    assert code == 0, lines
+    assert tls_fake.mints  # the key was sent only once the certificate was trusted
 
 
 def test_doctor_reports_skew_in_process(
