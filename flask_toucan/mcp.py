@@ -17,7 +17,14 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -70,6 +77,8 @@ TOOL = "ask_toucan_assistant"
 #: The most one answer of the MCP endpoint may hold: far above a chart-heavy answer, far
 #: below what would hurt a worker.
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: Pages of tools read at the most (a server that pages forever is bounded too).
+MAX_TOOL_PAGES = 50
 _THREAD_NAMES = ("threadId", "thread_id")
 
 #: ``source(force)``: the user's embed token; ``force`` mints afresh (after a 401).
@@ -267,17 +276,11 @@ class Caller:
         if self.preview:
             token = await anyio.to_thread.run_sync(self.source, False)
             return answer_from(stand_in_answer(decode_fake_token(token.value), question, thread_id))
-        try:
-            with anyio.fail_after(self.deadline):
-                async with self.session() as session:
-                    tool = await find_tool(session)
-                    arguments = arguments_for(tool.input_schema, question, thread_id)
-                    result = await session.call_tool(TOOL, arguments)
-        except TimeoutError:
-            raise ToucanUnavailable(
-                f"Toucan's assistant did not answer within TOUCAN_MCP_DEADLINE "
-                f"({self.deadline:g} s)"
-            ) from None
+        with self.deadline_for("answer"):
+            async with self.session() as session:
+                tool = await find_tool(session)
+                arguments = arguments_for(tool.input_schema, question, thread_id)
+                result = await session.call_tool(TOOL, arguments)
         if result.is_error:
             raise ToucanResponseError(f"Toucan's assistant reported an error for {TOOL}")
         envelope: object = result.structured_content
@@ -300,25 +303,24 @@ class Caller:
         """The tools the endpoint offers this identity: name, description, required
         arguments (every page), within the deadline."""
         found: list[tuple[str, str, list[str]]] = []
+        with self.deadline_for("list its tools"):
+            async with self.session() as session:
+                async for tool in listed_tools(session):
+                    required = tool.input_schema.get("required") or []
+                    found.append((tool.name, tool.description or "", list(required)))
+        return found
+
+    @contextlib.contextmanager
+    def deadline_for(self, doing: str) -> Iterator[None]:
+        """At most TOUCAN_MCP_DEADLINE seconds for the whole block, then ToucanUnavailable."""
         try:
             with anyio.fail_after(self.deadline):
-                async with self.session() as session:
-                    cursor: str | None = None
-                    for _ in range(50):
-                        params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                        page = await session.list_tools(params=params)
-                        for tool in page.tools:
-                            required = tool.input_schema.get("required") or []
-                            found.append((tool.name, tool.description or "", list(required)))
-                        cursor = page.next_cursor
-                        if not cursor:
-                            break
+                yield
         except TimeoutError:
             raise ToucanUnavailable(
-                f"Toucan's MCP endpoint did not list its tools within TOUCAN_MCP_DEADLINE "
+                f"Toucan's MCP endpoint did not {doing} within TOUCAN_MCP_DEADLINE "
                 f"({self.deadline:g} s)"
             ) from None
-        return found
 
     # -- REST -----------------------------------------------------------------
 
@@ -332,20 +334,28 @@ class Caller:
         return session
 
 
-async def find_tool(session: ClientSession) -> Any:
-    """The ``ask_toucan_assistant`` tool as the server lists it (every page looked at)."""
+async def listed_tools(session: ClientSession) -> AsyncGenerator[Any, None]:
+    """Every tool the endpoint lists, page after page (a server paging forever stops
+    after :data:`MAX_TOOL_PAGES`)."""
     cursor: str | None = None
-    seen: list[str] = []
-    for _ in range(50):  # a server paging forever is bounded too
+    for _ in range(MAX_TOOL_PAGES):
         params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
         page = await session.list_tools(params=params)
         for tool in page.tools:
+            yield tool
+        cursor = page.next_cursor
+        if not cursor:
+            return
+
+
+async def find_tool(session: ClientSession) -> Any:
+    """The ``ask_toucan_assistant`` tool as the server lists it (every page looked at)."""
+    seen: list[str] = []
+    async with contextlib.aclosing(listed_tools(session)) as tools:
+        async for tool in tools:
             if tool.name == TOOL:
                 return tool
             seen.append(tool.name)
-        cursor = page.next_cursor
-        if not cursor:
-            break
     raise ToucanResponseError(
         f"Toucan's MCP endpoint offers no {TOOL} tool (it offers {len(seen)}: "
         f"{', '.join(seen[:10]) or 'none'}); check TOUCAN_MCP_URL"
