@@ -230,29 +230,23 @@ class FakeToucan:
 
     # -- internals --------------------------------------------------------
 
-    def _take(self, path: str) -> Failure | None:
-        """The first queued failure that applies to ``path`` (caller holds the lock)."""
-        for failure in self._failures:
-            if failure.path is None or path.startswith(failure.path):
-                self._failures.remove(failure)
-                return failure
-        return None
-
-    def _peek_drop(self, path: str) -> Failure | None:
+    def _take(self, path: str, *, drop_only: bool = False) -> Failure | None:
+        """The first queued failure that applies to ``path``, taken off the queue (with
+        ``drop_only``, only if it is a dropped connection)."""
         with self._lock:
             for failure in self._failures:
                 if failure.path is None or path.startswith(failure.path):
-                    if failure.drop:
-                        self._failures.remove(failure)
-                        return failure
-                    return None
+                    if drop_only and not failure.drop:
+                        return None
+                    self._failures.remove(failure)
+                    return failure
         return None
 
     def _next_failure(self, path: str) -> Failure | None:
+        failure = self._take(path)
+        if failure is not None:
+            return failure
         with self._lock:
-            failure = self._take(path)
-            if failure is not None:
-                return failure
             if self.failure_rate and self.random.random() < self.failure_rate:
                 return Failure(status=self.failure_status)
             return None
@@ -403,7 +397,7 @@ class Handler(WSGIRequestHandler):
 
     def run_wsgi(self) -> None:
         fake = self.server.fake
-        if fake._peek_drop(self.path.split("?")[0]) is not None:
+        if fake._take(self.path.split("?")[0], drop_only=True) is not None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             fake._record(self.command, self.path, dict(self.headers), body, 0)
