@@ -50,7 +50,7 @@ from .errors import (
     ToucanUnavailable,
 )
 from .identity import ToucanUser, key_fingerprint
-from .settings import DEFAULTS, env_ca_bundle
+from .settings import DEFAULTS, ca_bundle
 from .tokens import EmbedToken, now, parse_expires_in
 
 __all__ = [
@@ -647,7 +647,7 @@ class TokenClient:
         self.session.proxies = (
             dict(proxies) if proxies is not None else requests.utils.get_environ_proxies(self.url)
         )
-        self.session.verify = env_ca_bundle() or True if verify is True else verify
+        self.session.verify = ca_bundle(verify) or verify
         adapter = Adapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_maxsize)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

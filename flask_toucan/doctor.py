@@ -21,7 +21,13 @@ from .errors import ToucanError
 from .identity import ToucanUser
 from .instances import Instance
 from .service import TokenService
-from .settings import deferred_config_error, env_ca_bundle, removed_keys, unknown_keys
+from .settings import (
+    bundle_context,
+    ca_bundle,
+    deferred_config_error,
+    removed_keys,
+    unknown_keys,
+)
 
 __all__ = ["run_checks"]
 
@@ -192,8 +198,8 @@ def _endpoint_checks(app: Flask, prefix: str) -> Iterator[Check]:
 
 
 def _tls(sock: socket.socket, host: str, verify: bool | str) -> None:
-    bundle = (verify if isinstance(verify, str) else None) or env_ca_bundle()
-    context = ssl.create_default_context(cafile=bundle)
+    bundle = ca_bundle(verify)
+    context = bundle_context(bundle) if bundle else ssl.create_default_context()
     if not verify:  # TOUCAN_VERIFY = False: the app chose not to check; neither do we
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

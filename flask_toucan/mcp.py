@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import ssl
 from collections.abc import (
     AsyncGenerator,
@@ -43,7 +42,7 @@ from .errors import (
 from .identity import ToucanUser
 from .preview import decode_fake_token, stand_in_answer
 from .service import TokenService
-from .settings import env_ca_bundle
+from .settings import bundle_context, ca_bundle
 from .tokens import EmbedToken
 
 try:
@@ -491,15 +490,11 @@ def blocking(func: Callable[..., Awaitable[T]], *args: Any) -> T:
 
 def tls_context(verify: bool | str) -> ssl.SSLContext | bool:
     """TOUCAN_VERIFY for httpx2: False, the default trust, or a context of the CA bundle
-    it names (else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, as for minting)."""
-    if verify is False:
-        return False
-    bundle = verify if isinstance(verify, str) else env_ca_bundle()
-    if bundle is None:
-        return True
-    if os.path.isdir(bundle):
-        return ssl.create_default_context(capath=bundle)
-    return ssl.create_default_context(cafile=bundle)
+    in force (:func:`~flask_toucan.settings.ca_bundle`, as for minting)."""
+    bundle = ca_bundle(verify)
+    if bundle is not None:
+        return bundle_context(bundle)
+    return verify is not False  # True: httpx2's default trust; False: no check
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

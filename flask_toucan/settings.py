@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import ssl
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -26,10 +27,11 @@ __all__ = [
     "Key",
     "Settings",
     "apply_defaults",
+    "bundle_context",
+    "ca_bundle",
     "defer_config_error",
     "deferred_config_error",
     "did_you_mean",
-    "env_ca_bundle",
     "read_settings",
     "removed_keys",
     "unknown_keys",
@@ -206,10 +208,23 @@ class Settings:
         return f"Settings({shown})"
 
 
-def env_ca_bundle() -> str | None:
-    """The CA bundle the environment names for TLS (what requests honours): used when
-    TOUCAN_VERIFY is True, for minting and for the MCP endpoint alike."""
+def ca_bundle(verify: bool | str) -> str | None:
+    """The CA bundle in force for TOUCAN_VERIFY (``Settings.verify``): the path it names,
+    else, when it is True, the one the environment names (REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE, as requests honours them), else None (the default trust, or none).
+    One rule for minting, the MCP endpoint and ``doctor``."""
+    if isinstance(verify, str):
+        return verify
+    if not verify:
+        return None
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+
+
+def bundle_context(bundle: str) -> ssl.SSLContext:
+    """An SSL client context trusting the CA bundle at ``bundle`` (a file or a directory)."""
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
 
 
 def apply_defaults(config: dict[str, Any]) -> None:
