@@ -32,6 +32,7 @@ RESERVED = frozenset(
         "data-toucan-variant",
     }
 )
+_RESULT_RESERVED = RESERVED | {"data-toucan-result"}
 _RENAMES = {"theme": "data-theme", "class_": "class", "class": "class"}
 
 
@@ -75,13 +76,21 @@ def component_html(
     attrs["data-toucan-expires-at"] = epoch(token.expires_at_epoch)
     # ...and its lifetime, for the serving margin min(TOUCAN_MIN_TOKEN_TTL, lifetime / 4).
     attrs["data-toucan-lifetime"] = None if token.lifetime is None else round(token.lifetime)
-    for key, value in extra.items():
-        name = attribute_name(key)
-        if name in RESERVED:
-            raise ValueError(f"{name!r} is set by flask_toucan and cannot be passed")
-        attrs[name] = value
+    add_caller_attributes(attrs, extra, RESERVED)
     # tag is one of our own constants; the attributes come back escaped.
     return Markup("".join(("<", tag, html_attributes(attrs), "></", tag, ">")))  # noqa: S704
+
+
+def add_caller_attributes(
+    attrs: dict[str, object], extra: Mapping[str, object], reserved: frozenset[str]
+) -> None:
+    """The template's keyword attributes into ``attrs``, renamed (:func:`attribute_name`);
+    one flask_toucan sets (``reserved``) cannot be overridden."""
+    for key, value in extra.items():
+        name = attribute_name(key)
+        if name in reserved:
+            raise ValueError(f"{name!r} is set by flask_toucan and cannot be passed")
+        attrs[name] = value
 
 
 def epoch(seconds: float) -> str:
@@ -104,11 +113,7 @@ def result_html(payload: object, nonce: str | None, extra: Mapping[str, object])
     value of the payload can end the ``<script>`` element or add markup.
     """
     attrs: dict[str, object] = {"data-toucan-result": True}
-    for key, value in extra.items():
-        name = attribute_name(key)
-        if name in RESERVED or name == "data-toucan-result":
-            raise ValueError(f"{name!r} is set by flask_toucan and cannot be passed")
-        attrs[name] = value
+    add_caller_attributes(attrs, extra, _RESULT_RESERVED)
     try:
         data = htmlsafe_json_dumps(payload, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
