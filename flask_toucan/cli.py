@@ -19,7 +19,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .cache import in_process, list_keys
-from .checks import redact_text
+from .checks import redact, redact_text, shape
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
 from .service import TokenService
@@ -88,8 +88,6 @@ def show_config() -> None:
 def _unchecked(key: str, value: Any) -> Any:
     """A value the checks refused (or never reached), for display: redacted, and an
     instance entry that is not a dict (a key put where a dict belongs) by its shape."""
-    from .checks import redact, shape
-
     if key == "TOUCAN_INSTANCES" and isinstance(value, Mapping):
         return {
             name: redact(entry) if isinstance(entry, Mapping) else shape(entry)
