@@ -535,7 +535,7 @@ def rss_mb() -> float:
 def bench_growth(results: Results, bar: tqdm) -> None:
     with fake_toucan(0.0) as fake:
         app = create_app(env_for(fake))
-        state = app.extensions["toucan"]
+        state = app.extensions["toucan"].service
         toucan = app.extensions["bench_toucan"]
         backend = state.store.backend
         filled = 0
@@ -562,7 +562,7 @@ def bench_growth(results: Results, bar: tqdm) -> None:
                     "users": target,
                     "get_token_us": cost * 1e6,
                     "rss_mb": rss_mb(),
-                    "backend_entries": len(backend.keys()),
+                    "backend_entries": len(backend),
                     "front_entries": len(state.store.front or []),
                 }
             )

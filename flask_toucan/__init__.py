@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .context import current_token
 from .errors import (
     InvalidToucanUser,
     InvalidVariant,
@@ -40,6 +41,7 @@ __all__ = [
     "ToucanUnavailable",
     "ToucanUser",
     "ToucanUserRequired",
+    "current_token",
     "parse_expires_in",
 ]
 

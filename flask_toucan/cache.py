@@ -1,18 +1,22 @@
-"""Storage of tokens, and nothing else: the backend, the value format, the front map, leases.
+"""Storage of tokens, and nothing else: the stores, the value format, the front map, leases.
 
-* ``TOUCAN_CACHE_CONFIG`` unset: :class:`TokenMemoryCache`, in process, holding
-  :class:`~flask_toucan.tokens.EmbedToken` objects.
-* ``TOUCAN_CACHE_CONFIG`` set: the flask-caching backend it describes, built through
-  flask-caching. On the Redis family (Redis, Sentinel, Cluster) our subclasses keep
-  the redis-py client they were given (for leases and key listing) and store JSON
-  text through :class:`TextSerializer`: never pickled, never unpickled. On Memcached
-  through python-memcached, the client is made with an unpickler that refuses, so a
-  planted pickle reads as a miss.
-* ``Toucan(app, cache=...)``: the app's own backend, values serialized its way
-  (pickle, for most): see SECURITY.md. No cross-process leases there.
+flask_toucan owns its storage. It never touches the host app's Flask-Caching setup and
+never reads the app's ``CACHE_*`` keys: ``TOUCAN_CACHE_CONFIG`` (same keys, read here)
+describes our store alone.
 
-Only public APIs of cachelib, flask-caching, redis-py and python-memcached are used:
-constructors, ``get``/``set``/``add``/``delete``, the serializer hook, ``Lock``.
+* unset, ``SimpleCache``: :class:`MemoryStore`, in process, holding
+  :class:`~flask_toucan.tokens.EmbedToken` objects; ``NullCache``: :class:`NullStore`.
+* ``RedisCache``, ``RedisSentinelCache``, ``RedisClusterCache``: :class:`RedisStore`
+  over a client made with redis-py's public constructors (``Redis.from_url`` or
+  ``Redis(...)``, ``Sentinel(...).master_for``, ``RedisCluster.from_url`` or
+  ``RedisCluster(startup_nodes=...)``). It stores JSON text: nothing is ever unpickled.
+  Leases are redis-py locks on the same client.
+* ``MemcachedCache``: :class:`MemcachedStore` over a python-memcached client made with
+  an unpickler that refuses and a bounded decompressor, so a planted pickle or zip
+  bomb reads as a miss. Leases through memcached's atomic ``add``.
+* ``Toucan(app, cache=...)``: :class:`AppCacheStore`, a thin adapter over the app's
+  own ``flask_caching.Cache`` through its public ``get``/``set``/``delete``/``add``;
+  values serialized its way (pickle, for most): see SECURITY.md.
 """
 
 from __future__ import annotations
@@ -26,70 +30,72 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-
-from cachelib.memcached import MemcachedCache
-from flask import Flask
-from flask_caching import Cache
-from flask_caching.backends.base import BaseCache
-from flask_caching.backends.memcache import MemcachedCache as FlaskMemcachedCache
-from flask_caching.backends.rediscache import (
-    RedisCache as FlaskRedisCache,
-)
-from flask_caching.backends.rediscache import (
-    RedisClusterCache as FlaskRedisClusterCache,
-)
-from flask_caching.backends.rediscache import (
-    RedisSentinelCache as FlaskRedisSentinelCache,
-)
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .checks import redact
 from .errors import ToucanConfigError
-from .settings import Settings
 from .tokens import EmbedToken, now, serving_margin
 
+if TYPE_CHECKING:
+    from flask_caching import Cache
+
 __all__ = [
+    "AddLeases",
+    "AppCacheStore",
     "BackendGuard",
     "FrontCache",
     "Lease",
     "Leases",
-    "TextSerializer",
-    "TokenMemoryCache",
+    "MemcachedStore",
+    "MemoryStore",
+    "NullStore",
+    "RedisLeases",
+    "RedisStore",
+    "Store",
     "TokenStore",
-    "backend_for",
     "decode_token",
     "encode_token",
-    "in_process",
+    "make_store",
 ]
 
 logger = logging.getLogger("flask_toucan")
 
 
-class TextSerializer:
-    """A cachelib serializer for our JSON text: stored as UTF-8, never pickled or unpickled.
+class Store(Protocol):
+    """What flask_toucan needs of a place to keep tokens (values are JSON text, or
+    :class:`EmbedToken` objects where :attr:`holds_objects`)."""
 
-    Installed on the backends flask_toucan builds itself, so that write access to
-    Redis cannot become code execution in the app (pickle would allow it).
-    """
+    def get(self, key: str) -> Any: ...
 
-    def dumps(self, value: Any, *args: Any, **kwargs: Any) -> bytes:
-        if not isinstance(value, str):
-            raise TypeError("flask_toucan's cache stores JSON text only")
-        return value.encode()
+    def set(self, key: str, value: Any, timeout: int) -> Any: ...
 
-    def loads(self, value: Any, *args: Any, **kwargs: Any) -> str | None:
-        if not isinstance(value, bytes):
-            return None
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return None
+    def delete(self, key: str) -> Any: ...
 
 
-class TokenMemoryCache(BaseCache):
-    """The default in-process backend: a dict of key → (deadline, value), pruned in batches.
+class BaseStore:
+    """Defaults of the optional parts of a store: no leases, no key listing, shared."""
+
+    #: Values are kept as objects (nothing leaves the process): no JSON round trip.
+    holds_objects = False
+    #: Only this process reads and writes it (no front map in front; the CLI cannot reach it).
+    in_process = False
+
+    def leases(self, ttl: float) -> Leases | None:
+        """Cross-process leases on this store, or None (per-process locks only)."""
+        return None
+
+    def keys_under(self, prefix: str) -> Iterator[str] | None:
+        """Every key starting with ``prefix``, or None when the store cannot list them."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class MemoryStore(BaseStore):
+    """The default store: a dict of key → (deadline, value), pruned in batches.
 
     Nothing leaves the process, so tokens are kept as the immutable objects they are:
     no JSON to decode on every warm view (benchmarks: about a tenth of the overhead).
@@ -97,35 +103,16 @@ class TokenMemoryCache(BaseCache):
     once, so the sort happens once per ``threshold / 10`` writes, not on every write.
     """
 
-    holds_objects = True  # read by TokenStore: store EmbedToken objects, not JSON
+    holds_objects = True
+    in_process = True
 
-    def __init__(
-        self,
-        threshold: int = 10_000,
-        default_timeout: int = 300,
-        ignore_delete_many_errors: bool = False,
-    ) -> None:
-        # Only default_timeout: older flask-caching takes nothing else.
-        super().__init__(default_timeout)
-        self.ignore_delete_many_errors = ignore_delete_many_errors
+    def __init__(self, threshold: int = 10_000) -> None:
         self.threshold = threshold
         self._entries: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
-    @classmethod
-    def factory(
-        cls, app: Flask, config: dict[str, Any], args: list[Any], kwargs: dict[str, Any]
-    ) -> TokenMemoryCache:
-        """flask-caching's backend constructor hook."""
-        kwargs.setdefault("threshold", config.get("CACHE_THRESHOLD", 10_000))
-        kwargs.setdefault("default_timeout", config.get("CACHE_DEFAULT_TIMEOUT", 300))
-        return cls(*args, **kwargs)
-
-    def _expiry(self, timeout: int | timedelta | None) -> float:
-        if timeout is None:
-            timeout = self.default_timeout
-        if isinstance(timeout, timedelta):
-            timeout = int(timeout.total_seconds())
+    @staticmethod
+    def _expiry(timeout: int) -> float:
         return float("inf") if timeout <= 0 else time.time() + timeout
 
     def get(self, key: str) -> Any:
@@ -134,14 +121,14 @@ class TokenMemoryCache(BaseCache):
             return None
         return entry[1]
 
-    def set(self, key: str, value: Any, timeout: int | timedelta | None = None) -> bool:
+    def set(self, key: str, value: Any, timeout: int) -> bool:
         with self._lock:
             if len(self._entries) >= self.threshold:
                 self._prune()
             self._entries[key] = (self._expiry(timeout), value)
         return True
 
-    def add(self, key: str, value: Any, timeout: int | timedelta | None = None) -> bool:
+    def add(self, key: str, value: Any, timeout: int) -> bool:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] > time.time():
@@ -153,18 +140,13 @@ class TokenMemoryCache(BaseCache):
         with self._lock:
             return self._entries.pop(key, None) is not None
 
-    def has(self, key: str) -> bool:
-        return self.get(key) is not None
-
-    def clear(self) -> bool:
-        with self._lock:
-            self._entries.clear()
-        return True
-
-    def keys(self) -> list[str]:
-        """The keys held now (``flask toucan cache``)."""
+    def keys_under(self, prefix: str) -> Iterator[str]:
         current = time.time()
-        return [k for k, (ends, _) in list(self._entries.items()) if ends > current]
+        held = list(self._entries.items())
+        return iter([k for k, (ends, _) in held if ends > current and k.startswith(prefix)])
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def _prune(self) -> None:
         current = time.time()
@@ -177,90 +159,62 @@ class TokenMemoryCache(BaseCache):
                 del self._entries[key]
 
 
-class _KeepsRedisClient(FlaskRedisCache):
-    """flask-caching's RedisCache that keeps the redis-py client it stores through.
+class NullStore(BaseStore):
+    """``CACHE_TYPE = "NullCache"``: keeps nothing (every page mints; for tests)."""
 
-    The leases (redis-py ``Lock``) and ``flask toucan cache`` need that client; cachelib
-    keeps it in a private attribute, so it is made here, the way cachelib would make
-    it, and kept as ``client``. Sentinel and Cluster hand their client in as ``host``.
+    in_process = True
+
+    def get(self, key: str) -> None:
+        return None
+
+    def set(self, key: str, value: Any, timeout: int) -> bool:
+        return True
+
+    def delete(self, key: str) -> bool:
+        return False
+
+
+class RedisStore(BaseStore):
+    """JSON text in Redis (plain, a Sentinel master or a Cluster), under ``prefix``.
+
+    Values go in as UTF-8 and come out as text or None: nothing read is unpickled,
+    so write access to Redis cannot become code execution in the app.
     """
 
-    client: Any
+    def __init__(self, client: Any, prefix: str = "") -> None:
+        self.client = client
+        self.prefix = prefix
 
-    def __init__(self, host: Any = "localhost", port: int = 6379, password: str | None = None,
-                 db: int = 0, **kwargs: Any) -> None:  # fmt: skip
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in _CACHELIB_REDIS_ARGS}
-        if isinstance(host, str):
-            import redis
+    def get(self, key: str) -> str | None:
+        value = self.client.get(self.prefix + key)
+        if not isinstance(value, bytes):
+            return None
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
 
-            host = redis.Redis(host=host, port=port, password=password, db=db, **options)
-        self.client = host
-        FlaskRedisCache.__init__(self, host=host, **kwargs)
-        self.serializer = TextSerializer()  # type: ignore[assignment]
+    def set(self, key: str, value: Any, timeout: int) -> bool:
+        if not isinstance(value, str):
+            raise TypeError("flask_toucan's Redis store keeps JSON text only")
+        return bool(self.client.set(self.prefix + key, value.encode(), ex=max(1, timeout)))
+
+    def delete(self, key: str) -> bool:
+        return bool(self.client.delete(self.prefix + key))
+
+    def leases(self, ttl: float) -> Leases:
+        return RedisLeases(self.client, ttl, self.prefix)
 
     def keys_under(self, prefix: str) -> Iterator[str]:
         """Our keys that start with ``prefix``, glob characters in it taken literally."""
-        outer = _key_prefix(self)
+        outer = self.prefix
         found = self.client.scan_iter(match=_glob_escape(outer + prefix) + "*", count=500)
         for k in found:
             text = k.decode() if isinstance(k, bytes) else str(k)
             yield text[len(outer) :]
 
-
-_CACHELIB_REDIS_ARGS = {"default_timeout", "key_prefix", "ignore_delete_many_errors"}
-
-
-class TokenRedisCache(_KeepsRedisClient):
-    """``CACHE_TYPE = "RedisCache"``, as flask_toucan builds it."""
-
-
-# flask-caching's Sentinel and Cluster backends keep their client only in cachelib's
-# private attribute (and before 2.5 never hand it to the base constructor at all), so
-# these two make the client themselves, with redis-py's public API, from the same
-# arguments flask-caching's factories pass; the factories are inherited.
-
-
-class TokenRedisSentinelCache(FlaskRedisSentinelCache, _KeepsRedisClient):
-    """``CACHE_TYPE = "RedisSentinelCache"``: reads, writes and leases go to the master."""
-
-    def __init__(self, sentinels: Any = None, master: str | None = None,
-                 password: str | None = None, db: int = 0, **kwargs: Any) -> None:  # fmt: skip
-        sentinels_module: Any = importlib.import_module("redis.sentinel")  # partly untyped
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _CACHELIB_REDIS_ARGS}
-        sentinel_options = {k[9:]: v for k, v in kwargs.items() if k.startswith("sentinel_")}
-        options = {k: v for k, v in kwargs.items() if not k.startswith("sentinel_")}
-        sentinel = sentinels_module.Sentinel(
-            sentinels or [("127.0.0.1", 26379)],
-            password=password,
-            db=db,
-            sentinel_kwargs=sentinel_options,
-            **options,
-        )
-        _KeepsRedisClient.__init__(self, host=sentinel.master_for(master or "mymaster"), **own)
-
-
-class TokenRedisClusterCache(FlaskRedisClusterCache, _KeepsRedisClient):
-    """``CACHE_TYPE = "RedisClusterCache"``."""
-
-    def __init__(self, cluster: str = "", password: str = "", **kwargs: Any) -> None:
-        cluster_module: Any = importlib.import_module("redis.cluster")  # partly untyped
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _CACHELIB_REDIS_ARGS}
-        url = kwargs.pop("redis_url", None)
-        if url:
-            client = cluster_module.RedisCluster.from_url(url, **kwargs)
-        else:
-            try:
-                nodes = [cluster_module.ClusterNode(h.strip(), int(p)) for h, p in
-                         (node.rsplit(":", 1) for node in cluster.split(","))]  # fmt: skip
-            except ValueError:
-                raise ValueError(
-                    "CACHE_REDIS_CLUSTER must be host1:port1,host2:port2,..."
-                ) from None
-            kwargs.setdefault("skip_full_coverage_check", True)
-            client = cluster_module.RedisCluster(
-                startup_nodes=nodes, password=password or None, **kwargs
-            )
-        _KeepsRedisClient.__init__(self, host=client, **own)
+    def __repr__(self) -> str:
+        return "<RedisStore>"  # the client's repr may carry a password
 
 
 def _glob_escape(text: str) -> str:
@@ -293,126 +247,224 @@ def bounded_decompress(data: bytes) -> bytes:
     return b"" if inflater.unconsumed_tail else out
 
 
-class TokenMemcachedCache(FlaskMemcachedCache):
-    """``CACHE_TYPE = "MemcachedCache"`` through python-memcached, made with an unpickler
-    that refuses and a bounded decompressor (its constructor's ``unpickler`` and
-    ``decompressor`` arguments), kept as ``client``."""
+class MemcachedStore(BaseStore):
+    """JSON text in memcached through python-memcached, made with an unpickler that
+    refuses and a bounded decompressor (its constructor's ``unpickler`` and
+    ``decompressor`` arguments)."""
 
-    client: Any
-    #: Whether values flagged as pickles are refused (python-memcached made here).
-    refuses_pickles = False
+    def __init__(self, client: Any, prefix: str = "") -> None:
+        self.client = client
+        self.prefix = prefix
 
-    def __init__(self, servers: Any = None, *args: Any, **kwargs: Any) -> None:
-        if servers is None or isinstance(servers, (list, tuple)):
+    def get(self, key: str) -> str | None:
+        value = self.client.get(self.prefix + key)
+        if isinstance(value, bytes):
             try:
-                # Untyped, and absent wherever python-memcached is not installed.
-                memcache: Any = importlib.import_module("memcache")
-            except ImportError:
-                pass  # pylibmc or libmc: see SECURITY.md
-            else:
-                servers = memcache.Client(
-                    list(servers or ["127.0.0.1:11211"]),
-                    unpickler=_NoUnpickler,
-                    decompressor=bounded_decompress,
-                )
-                self.refuses_pickles = True
-        self.client = servers
-        super().__init__(servers, *args, **kwargs)
+                return value.decode()
+            except UnicodeDecodeError:
+                return None
+        return value if isinstance(value, str) else None
+
+    def set(self, key: str, value: Any, timeout: int) -> bool:
+        return bool(self.client.set(self.prefix + key, value, time=max(1, timeout)))
+
+    def add(self, key: str, value: Any, timeout: int) -> bool:
+        return bool(self.client.add(self.prefix + key, value, time=max(1, timeout)))
+
+    def delete(self, key: str) -> bool:
+        return bool(self.client.delete(self.prefix + key))
+
+    def leases(self, ttl: float) -> Leases:
+        return AddLeases(self, ttl)
 
 
+class AppCacheStore(BaseStore):
+    """The app's own ``flask_caching.Cache`` (``Toucan(app, cache=...)``), through its
+    public methods only. It may be initialised after us: nothing is read until used."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    @property
+    def in_process(self) -> bool:  # type: ignore[override]
+        from cachelib.simple import SimpleCache
+
+        return isinstance(self.cache.cache, SimpleCache)
+
+    def get(self, key: str) -> Any:
+        return self.cache.get(key)
+
+    def set(self, key: str, value: Any, timeout: int) -> Any:
+        return self.cache.set(key, value, timeout=timeout)
+
+    def add(self, key: str, value: Any, timeout: int) -> Any:
+        return self.cache.add(key, value, timeout=timeout)
+
+    def delete(self, key: str) -> Any:
+        return self.cache.delete(key)
+
+    def leases(self, ttl: float) -> Leases | None:
+        # Flask-Caching's add is atomic on its shared backends (SET NX on Redis, add on
+        # memcached); on an in-process one the per-process lock is all there is.
+        return None if self.in_process else AddLeases(self, ttl)
+
+
+# -- building a store from TOUCAN_CACHE_CONFIG ---------------------------------------
+
+#: What keeps a hanging Redis from hanging page views (CACHE_OPTIONS may override).
 _FAST_FAIL = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-#: flask-caching's names of a backend → ours, and the socket options that keep a hanging
-#: server from hanging page views.
-_OURS: dict[str, tuple[type, dict[str, float]]] = {
-    "RedisCache": (TokenRedisCache, _FAST_FAIL),
-    "redis": (TokenRedisCache, _FAST_FAIL),
-    "RedisClusterCache": (TokenRedisClusterCache, _FAST_FAIL),
-    "rediscluster": (TokenRedisClusterCache, _FAST_FAIL),
-    "RedisSentinelCache": (TokenRedisSentinelCache, {**_FAST_FAIL, "sentinel_socket_timeout": 1.0}),
-    "redissentinel": (TokenRedisSentinelCache, {**_FAST_FAIL, "sentinel_socket_timeout": 1.0}),
-    "MemcachedCache": (TokenMemcachedCache, {}),
-    "memcached": (TokenMemcachedCache, {}),
-}
+
+#: Flask-Caching backend names whose stores unpickle what they read: refused.
+_UNPICKLING = {"FileSystemCache", "filesystem", "UWSGICache", "uwsgi", "SASLMemcachedCache",
+               "saslmemcached", "SpreadSASLMemcachedCache", "spreadsaslmemcached"}  # fmt: skip
 
 
-def backend_for(app: Flask, settings: Settings, cache: Cache | None) -> Callable[[], Any]:
-    """How to reach the app's token backend once the app runs."""
-    if cache is not None:
-        # The app's Cache may be initialised after us: look its backend up on first use.
-        app_cache = cache
-        return lambda: app.extensions["cache"][app_cache]
-    config: dict[str, Any] = {
-        "CACHE_TYPE": "flask_toucan.cache.TokenMemoryCache",
-        "CACHE_THRESHOLD": 10_000,
-        "CACHE_KEY_PREFIX": "",  # TOUCAN_CACHE_KEY_PREFIX already namespaces our keys
-    }
-    config.update(settings.cache_config or {})
-    kind = str(config["CACHE_TYPE"]).rsplit(".", 1)[-1]
-    if kind in _OURS:
-        ours, options = _OURS[kind]
-        config["CACHE_TYPE"] = f"{__name__}.{ours.__name__}"
-        if options:
-            config.setdefault("CACHE_OPTIONS", dict(options))
-    own = Cache(config=config)
+def make_store(config: Mapping[str, Any] | None) -> Store:
+    """The store ``TOUCAN_CACHE_CONFIG`` describes (flask-caching's key names, read here)."""
+    config = dict(config or {})
+    kind = str(config.get("CACHE_TYPE") or "SimpleCache").rsplit(".", 1)[-1]
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        if kind in _UNPICKLING:
+            raise ToucanConfigError(
+                f"TOUCAN_CACHE_CONFIG: {kind} would unpickle what it reads, so whoever can "
+                "write to it could run code in your app. Use RedisCache, RedisSentinelCache, "
+                "RedisClusterCache, MemcachedCache (with python-memcached) or leave "
+                "TOUCAN_CACHE_CONFIG unset (in-process)"
+            )
+        raise ToucanConfigError(
+            f"TOUCAN_CACHE_CONFIG could not be used: CACHE_TYPE {redact(kind)!r} is not one of "
+            f"{', '.join(sorted(k for k in _BUILDERS if k[0].isupper()))}"
+        )
     try:
-        own.init_app(app)
+        return builder(config)
+    except ToucanConfigError:
+        raise
     except ModuleNotFoundError as exc:
         missing = exc.name or str(exc)
-        extra = ' pip install "flask-toucan[redis]"' if "redis" in missing.lower() else ""
+        if "redis" in missing.lower():
+            hint = 'pip install "flask-toucan[redis]"'
+        elif "memcache" in missing.lower():
+            hint = "pip install python-memcached"
+        else:
+            hint = "install the client library of that backend"
         raise ToucanConfigError(
-            f"TOUCAN_CACHE_CONFIG needs a package that is not installed ({missing}):"
-            f"{extra or ' install the client library of that backend'}"
+            f"TOUCAN_CACHE_CONFIG needs a package that is not installed ({missing}): {hint}"
         ) from None
     except Exception as exc:
-        if "redis" in str(exc).lower() and "module" in str(exc).lower():
-            raise ToucanConfigError(
-                "TOUCAN_CACHE_CONFIG names Redis, but redis-py is not installed: "
-                'pip install "flask-toucan[redis]"'
-            ) from None
         raise ToucanConfigError(
             f"TOUCAN_CACHE_CONFIG could not be used: {type(exc).__name__}: {redact(str(exc))}"
         ) from None
-    backend = app.extensions["cache"][own]
-    if not _reads_no_pickle(backend):
-        raise ToucanConfigError(
-            f"TOUCAN_CACHE_CONFIG: {type(backend).__name__} would unpickle what it reads, so "
-            "whoever can write to it could run code in your app. Use RedisCache, "
-            "RedisSentinelCache, RedisClusterCache, MemcachedCache (with python-memcached) "
-            "or leave TOUCAN_CACHE_CONFIG unset (in-process)"
+
+
+def _options(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    options = dict(defaults)
+    options.update(config.get("CACHE_OPTIONS") or {})
+    return options
+
+
+def _redis(config: Mapping[str, Any]) -> Store:
+    redis: Any = importlib.import_module("redis")
+    options = _options(config, _FAST_FAIL)
+    password = config.get("CACHE_REDIS_PASSWORD")
+    if password:
+        options["password"] = password
+    url = config.get("CACHE_REDIS_URL")
+    if url:
+        client = redis.Redis.from_url(url, **options)
+    else:
+        client = redis.Redis(
+            host=config.get("CACHE_REDIS_HOST", "localhost"),
+            port=config.get("CACHE_REDIS_PORT", 6379),
+            db=config.get("CACHE_REDIS_DB", 0),
+            **options,
         )
-    return lambda: backend
+    return RedisStore(client, config.get("CACHE_KEY_PREFIX") or "")
 
 
-def in_process(backend: Any) -> bool:
-    """Whether ``backend`` lives in this process's memory (nothing else reads or writes it)."""
-    from cachelib.simple import SimpleCache
-
-    return isinstance(backend, (TokenMemoryCache, SimpleCache))
-
-
-def _reads_no_pickle(backend: Any) -> bool:
-    """Whether nothing read from ``backend`` can be unpickled: our JSON-text backends,
-    or an in-process one (only this process writes to it)."""
-    from flask_caching.backends.nullcache import NullCache
-
-    if in_process(backend) or isinstance(backend, (NullCache, _KeepsRedisClient)):
-        return True
-    return isinstance(backend, TokenMemcachedCache) and backend.refuses_pickles
-
-
-def _key_prefix(backend: Any) -> str:
-    """The prefix a cachelib Redis backend puts before every key (a string or a callable)."""
-    prefix = getattr(backend, "key_prefix", "") or ""
-    return str(prefix() if callable(prefix) else prefix)
+def _redis_sentinel(config: Mapping[str, Any]) -> Store:
+    sentinels: Any = importlib.import_module("redis.sentinel")  # partly untyped
+    options = _options(config, {**_FAST_FAIL, "sentinel_socket_timeout": 1.0})
+    sentinel_options = {k[9:]: v for k, v in options.items() if k.startswith("sentinel_")}
+    options = {k: v for k, v in options.items() if not k.startswith("sentinel_")}
+    if config.get("CACHE_REDIS_SENTINEL_PASSWORD"):
+        sentinel_options["password"] = config["CACHE_REDIS_SENTINEL_PASSWORD"]
+    sentinel = sentinels.Sentinel(
+        config.get("CACHE_REDIS_SENTINELS") or [("127.0.0.1", 26379)],
+        sentinel_kwargs=sentinel_options,
+        password=config.get("CACHE_REDIS_PASSWORD"),
+        db=config.get("CACHE_REDIS_DB", 0),
+        **options,
+    )
+    # Reads, writes and leases all go to the master: a token just written must be read.
+    client = sentinel.master_for(config.get("CACHE_REDIS_SENTINEL_MASTER") or "mymaster")
+    return RedisStore(client, config.get("CACHE_KEY_PREFIX") or "")
 
 
-def leases_for(backend: Any, ttl: float) -> Leases | None:
-    """The cross-process leases a backend supports, or None (per-process locks only)."""
-    if isinstance(backend, _KeepsRedisClient):
-        return RedisLeases(backend.client, ttl, _key_prefix(backend))
-    if isinstance(backend, MemcachedCache):
-        return AddLeases(backend, ttl)
-    return None
+def _redis_cluster(config: Mapping[str, Any]) -> Store:
+    cluster: Any = importlib.import_module("redis.cluster")  # partly untyped
+    options = _options(config, _FAST_FAIL)
+    password = config.get("CACHE_REDIS_PASSWORD")
+    if password:
+        options["password"] = password
+    url = config.get("CACHE_REDIS_URL")
+    if url:
+        client = cluster.RedisCluster.from_url(url, **options)
+    else:
+        try:
+            nodes = [
+                cluster.ClusterNode(host.strip(), int(port))
+                for host, port in (node.rsplit(":", 1) for node in
+                                   str(config.get("CACHE_REDIS_CLUSTER", "")).split(","))
+            ]  # fmt: skip
+        except ValueError:
+            raise ToucanConfigError(
+                "TOUCAN_CACHE_CONFIG: CACHE_REDIS_CLUSTER must be host1:port1,host2:port2,..."
+            ) from None
+        options.setdefault("skip_full_coverage_check", True)
+        client = cluster.RedisCluster(startup_nodes=nodes, **options)
+    return RedisStore(client, config.get("CACHE_KEY_PREFIX") or "")
+
+
+def _memcached(config: Mapping[str, Any]) -> Store:
+    try:
+        memcache: Any = importlib.import_module("memcache")  # python-memcached, untyped
+    except ModuleNotFoundError:
+        raise ToucanConfigError(
+            "TOUCAN_CACHE_CONFIG: MemcachedCache needs python-memcached (pip install "
+            "python-memcached): flask_toucan makes its client refuse pickles, which other "
+            "memcached clients cannot be told to do"
+        ) from None
+    servers = config.get("CACHE_MEMCACHED_SERVERS") or ["127.0.0.1:11211"]
+    if isinstance(servers, str):
+        servers = [servers]
+    client = memcache.Client(list(servers), unpickler=_NoUnpickler, decompressor=bounded_decompress)
+    return MemcachedStore(client, config.get("CACHE_KEY_PREFIX") or "")
+
+
+def _memory(config: Mapping[str, Any]) -> Store:
+    return MemoryStore(int(config.get("CACHE_THRESHOLD", 10_000)))
+
+
+def _null(config: Mapping[str, Any]) -> Store:
+    return NullStore()
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any]], Store]] = {
+    "SimpleCache": _memory,
+    "simple": _memory,
+    "TokenMemoryCache": _memory,
+    "NullCache": _null,
+    "null": _null,
+    "RedisCache": _redis,
+    "redis": _redis,
+    "RedisSentinelCache": _redis_sentinel,
+    "redissentinel": _redis_sentinel,
+    "RedisClusterCache": _redis_cluster,
+    "rediscluster": _redis_cluster,
+    "MemcachedCache": _memcached,
+    "memcached": _memcached,
+}
 
 
 #: What follows the prefix in a key flask_toucan wrote: a token's key is a SHA-256 hex
@@ -420,17 +472,20 @@ def leases_for(backend: Any, ttl: float) -> Leases | None:
 _OUR_KEY = re.compile(r"[0-9a-f]{64}(?::lock)?")
 
 
-def list_keys(backend: Any, prefix: str) -> Iterator[str] | None:
-    """Every key flask_toucan wrote under ``prefix``, when the backend can list them (else
+def list_keys(store: Any, prefix: str) -> Iterator[str] | None:
+    """Every key flask_toucan wrote under ``prefix``, when the store can list them (else
     None). Another application's key that happens to start with the prefix is not ours:
     only keys of our layout are listed (``flask toucan cache clear`` deletes these)."""
-    if isinstance(backend, _KeepsRedisClient):
-        found: Iterator[str] = backend.keys_under(prefix)
-    elif isinstance(backend, TokenMemoryCache):
-        found = iter([k for k in backend.keys() if k.startswith(prefix)])  # noqa: SIM118
-    else:
+    keys_under = getattr(store, "keys_under", None)
+    found = keys_under(prefix) if keys_under is not None else None
+    if found is None:
         return None
     return (k for k in found if _OUR_KEY.fullmatch(k[len(prefix) :]))
+
+
+def in_process(store: Any) -> bool:
+    """Whether ``store`` lives in this process's memory (nothing else reads or writes it)."""
+    return getattr(store, "in_process", False) is True
 
 
 class FrontCache:
@@ -617,16 +672,6 @@ class BackendGuard:
             return None
 
 
-class CacheBackend(Protocol):
-    """The part of the flask-caching / cachelib interface we use."""
-
-    def get(self, key: str) -> Any: ...
-
-    def set(self, key: str, value: Any, timeout: int | None = None) -> Any: ...
-
-    def delete(self, key: str) -> Any: ...
-
-
 class TokenStore:
     """Reads and writes tokens: the front map (over a shared backend), then the backend.
 
@@ -638,7 +683,7 @@ class TokenStore:
 
     def __init__(
         self,
-        backend: CacheBackend,
+        backend: Store,
         *,
         min_ttl: int,
         leases: Leases | None = None,

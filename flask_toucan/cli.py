@@ -1,99 +1,80 @@
-"""``flask toucan ...``: config, check, doctor, cache stats/clear, fake.
+"""``flask toucan ...``: config, check, doctor, cache stats/clear, mcp tools, fake.
 
-The group is also registered as a Flask CLI plugin (the ``flask.commands`` entry
-point), so its commands load the app themselves. While they do, a configuration
-error does not abort the load: it is kept and reported by the command (a ✗ line
-naming the key), since a wrong or missing key is what ``doctor`` is for.
+Registered once, as a Flask CLI plugin (the ``flask.commands`` entry point): ``init_app``
+knows nothing of it. Each command loads the app itself, so that it can say what is
+wrong instead of printing a traceback: a configuration error that loading the app
+raised becomes a ✗ line naming the key, and an app without flask_toucan gets one line
+saying how to set it up.
 """
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 import click
-from flask import current_app
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import AppGroup, ScriptInfo
 
 from .cache import in_process, list_keys
-from .checks import redact, redact_text, shape
+from .checks import redact_text
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
 from .service import TokenService
-from .settings import deferred_config_error, unknown_keys
 
-__all__ = ["deferring_config_errors", "toucan_cli"]
+__all__ = ["NOT_SET_UP", "toucan_cli"]
 
-_loading = contextvars.ContextVar("flask_toucan_cli_loading", default=False)
+P = ParamSpec("P")
+R = TypeVar("R")
 
+#: What every command says on an app that has no flask_toucan.
+NOT_SET_UP = "flask_toucan is not set up on this app (call Toucan(app) or toucan.init_app(app))"
 
-def deferring_config_errors() -> bool:
-    """True while ``flask toucan ...`` loads the app (init_app keeps config errors then)."""
-    return _loading.get()
-
-
-class _ToucanGroup(AppGroup):
-    def invoke(self, ctx: click.Context) -> Any:
-        token = _loading.set(True)
-        try:
-            return super().invoke(ctx)
-        finally:
-            _loading.reset(token)
-
-
-toucan_cli = _ToucanGroup(
+toucan_cli = AppGroup(
     "toucan", help="Toucan AI embedding: configuration, connection checks, cache, a fake Toucan."
 )
 
 
-def _config_error() -> ToucanError | None:
-    return deferred_config_error(current_app._get_current_object())  # type: ignore[attr-defined]
+def _load_app() -> Flask:
+    """The app, loaded as ``flask`` would; a flask_toucan error that loading it raised
+    (a configuration mistake) is reported as a ✗ line and exit 1, not a traceback."""
+    ctx = click.get_current_context()
+    try:
+        app = ctx.ensure_object(ScriptInfo).load_app()
+    except ToucanError as exc:
+        click.echo(f"✗ configuration: {exc}", err=True)
+        raise SystemExit(1) from None
+    if "toucan" not in app.extensions:
+        click.echo(NOT_SET_UP, err=True)
+        raise SystemExit(1)
+    return app
+
+
+def _with_app(func: Callable[P, R]) -> Callable[P, R]:
+    """Run the command inside the loaded app's context (see :func:`_load_app`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _load_app().app_context():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _state() -> TokenService:
-    error = _config_error()
-    if error is not None:
-        click.echo(f"✗ {error}", err=True)
-        raise SystemExit(1)
-    service: TokenService = current_app.extensions["toucan"]
+    service: TokenService = current_app.extensions["toucan"].service
     return service
 
 
-@toucan_cli.command("config")
+@toucan_cli.command("config", with_appcontext=False)
+@_with_app
 def show_config() -> None:
     """Show the TOUCAN_* settings in force (secrets are never shown)."""
-    error = _config_error()
-    if error is None:
-        shown = current_app.extensions["toucan"].settings.as_config()
-    else:  # what the app set, as far as it goes (the value of a key we do not know
-        # is never shown: a misspelt TOUCAN_APIKEY holds the very key)
-        unknown = unknown_keys(current_app.config)
-        shown = {
-            k: "<unknown key: value not shown>" if k in unknown else _unchecked(k, v)
-            for k, v in sorted(current_app.config.items())
-            if k.startswith("TOUCAN_")
-        }
-        shown["TOUCAN_API_KEY"] = (
-            "<set>" if current_app.config.get("TOUCAN_API_KEY") else "<not set>"
-        )
-    for name, value in shown.items():
+    for name, value in _state().settings.as_config().items():
         click.echo(f"{name} = {value!r}")
-    if error is not None:
-        click.echo(f"✗ {error}")
-
-
-def _unchecked(key: str, value: Any) -> Any:
-    """A value the checks refused (or never reached), for display: redacted, and an
-    instance entry that is not a dict (a key put where a dict belongs) by its shape."""
-    if key == "TOUCAN_INSTANCES" and isinstance(value, Mapping):
-        return {
-            name: redact(entry) if isinstance(entry, Mapping) else shape(entry)
-            for name, entry in value.items()
-        }
-    return redact(value)
 
 
 def _user_from(
@@ -126,10 +107,11 @@ def _identity_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--role", default=None, help="role (default: TOUCAN_DEFAULT_ROLE)")(func)
 
 
-@toucan_cli.command("check")
+@toucan_cli.command("check", with_appcontext=False)
 @click.option("--user", "distinct_id", default="flask-toucan-check", show_default=True,
               help="distinctId to mint a test token for")  # fmt: skip
 @_identity_options
+@_with_app
 def check(distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None) -> None:
     """Mint a token for a test user and report its lifetime (the token is not printed)."""
     state = _state()
@@ -156,10 +138,11 @@ def mcp_group() -> None:
     """Toucan's MCP server (your own AI chat), as a given user sees it."""
 
 
-@mcp_group.command("tools")
+@mcp_group.command("tools", with_appcontext=False)
 @click.option("--user", "distinct_id", default="flask-toucan-check", show_default=True,
               help="distinctId whose token lists the tools")  # fmt: skip
 @_identity_options
+@_with_app
 def mcp_tools(
     distinct_id: str, role: str | None, attrs: tuple[str, ...], instance: str | None
 ) -> None:
@@ -185,15 +168,26 @@ def mcp_tools(
 # -- doctor ---------------------------------------------------------------------
 
 
-@toucan_cli.command("doctor")
+@toucan_cli.command("doctor", with_appcontext=False)
 def doctor() -> None:
     """Check configuration, network, key, clock, cache and refresh endpoint; exit 1 on any ✗."""
     from .doctor import run_checks
 
+    ctx = click.get_current_context()
+    try:
+        app = ctx.ensure_object(ScriptInfo).load_app()
+    except ToucanError as exc:
+        # Loading the app raised: the configuration is what doctor is for.
+        click.echo(f"✗ configuration: {exc}")
+        raise SystemExit(1) from None
+    if "toucan" not in app.extensions:
+        click.echo(f"✗ {NOT_SET_UP}")
+        raise SystemExit(1)
     failed = False
-    for ok, line in run_checks(current_app._get_current_object()):  # type: ignore[attr-defined]
-        click.echo(("✓ " if ok else "✗ ") + line)
-        failed = failed or not ok
+    with app.app_context():
+        for ok, line in run_checks(app):
+            click.echo(("✓ " if ok else "✗ ") + line)
+            failed = failed or not ok
     if failed:
         raise SystemExit(1)
 
@@ -220,7 +214,8 @@ PER_PROCESS = (
 )
 
 
-@cache_group.command("stats")
+@cache_group.command("stats", with_appcontext=False)
+@_with_app
 def cache_stats() -> None:
     """Backend, and how many tokens and leases it holds under TOUCAN_CACHE_KEY_PREFIX."""
     state = _state()
@@ -241,12 +236,13 @@ def cache_stats() -> None:
     click.echo(f"leases held: {leases}")
 
 
-@cache_group.command("clear")
+@cache_group.command("clear", with_appcontext=False)
 @click.option("--user", "distinct_id", default=None,
               help="forget only this user's tokens (every identity of this distinctId, "
                    "or exactly one with --role/--attr/--instance)")  # fmt: skip
 @_identity_options
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@_with_app
 def cache_clear(
     distinct_id: str | None,
     role: str | None,

@@ -24,7 +24,6 @@ from .service import TokenService
 from .settings import (
     bundle_context,
     ca_bundle,
-    deferred_config_error,
     removed_keys,
     unknown_keys,
 )
@@ -43,11 +42,7 @@ def run_checks(app: Flask) -> Iterator[Check]:
         yield True, "no unknown TOUCAN_* keys"
     for key, replacement in removed_keys(app.config).items():
         yield False, f"config key {key} was removed and has no effect: {replacement}"
-    error = deferred_config_error(app)
-    if error is not None:
-        yield False, f"configuration: {error}"
-        return
-    state = app.extensions["toucan"]
+    state: TokenService = app.extensions["toucan"].service
     s = state.settings
     yield True, "configuration accepted" + (" (preview mode)" if s.preview else "")
     if state.has_user_loader():

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import signals
-from .cache import NO_LEASE, FrontCache, TokenStore, in_process, leases_for, list_keys
+from .cache import NO_LEASE, FrontCache, Store, TokenStore, in_process, list_keys
 from .client import TokenClient, default_deadline
 from .errors import InvalidToucanUser, ToucanAPIError, ToucanRateLimited, ToucanUnavailable
 from .identity import (
@@ -98,7 +98,7 @@ class TokenService:
     def __init__(
         self,
         settings: Settings,
-        backend: Callable[[], Any],
+        backend: Store,
         variants: TokenVariants,
         *,
         app: Any,
@@ -158,7 +158,7 @@ class TokenService:
     def store(self) -> TokenStore:
         # Built on first use: an app-provided Cache may be initialised after us.
         if self._store is None:
-            backend = self._backend()
+            backend = self._backend
             # Over an in-process backend a front map would be a second copy.
             front = (
                 not in_process(backend) and self.front_cache_size > 0 and self.front_cache_ttl > 0
@@ -166,7 +166,7 @@ class TokenService:
             self._store = TokenStore(
                 backend,
                 min_ttl=self.settings.min_token_ttl,
-                leases=leases_for(backend, self.lock_timeout),
+                leases=backend.leases(self.lock_timeout) if hasattr(backend, "leases") else None,
                 front=FrontCache(self.front_cache_size, self.front_cache_ttl) if front else None,
             )
         return self._store

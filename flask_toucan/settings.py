@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import os
 import ssl
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -29,8 +28,6 @@ __all__ = [
     "apply_defaults",
     "bundle_context",
     "ca_bundle",
-    "defer_config_error",
-    "deferred_config_error",
     "did_you_mean",
     "read_settings",
     "removed_keys",
@@ -298,19 +295,3 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         if not hint:
             raise
         raise ToucanConfigError(str(exc) + hint) from None
-
-
-#: Configuration errors ``init_app`` kept instead of raising, by app: while
-#: ``flask toucan ...`` loads an app, a wrong key must be reported by the command
-#: (a ✗ line naming it), not abort the load. The app is left without flask_toucan.
-_DEFERRED: weakref.WeakKeyDictionary[Any, ToucanConfigError] = weakref.WeakKeyDictionary()
-
-
-def defer_config_error(app: Any, error: ToucanConfigError) -> None:
-    """Keep ``error`` for ``app``'s ``flask toucan`` command to report."""
-    _DEFERRED[app] = error
-
-
-def deferred_config_error(app: Any) -> ToucanConfigError | None:
-    """The configuration error ``init_app`` kept for ``app``, if any."""
-    return _DEFERRED.get(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import re
@@ -169,6 +170,11 @@ class EmbedToken:
             "expiresAt": self.expires_at.isoformat().replace("+00:00", "Z"),
             "expiresIn": self.expires_in,
         }
+
+    def __html__(self) -> str:
+        """``{{ toucan_token }}`` in an autoescaped template is the token itself, on
+        purpose (``auth-token="{{ toucan_token }}"``); ``str()`` stays redacted."""
+        return html.escape(self.value, quote=True)
 
     def __repr__(self) -> str:
         return f"EmbedToken(value=<hidden>, expires_at={self.expires_at.isoformat()})"

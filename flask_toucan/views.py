@@ -19,10 +19,17 @@ is the same 404 as an unknown one (ids cannot be probed, and Toucan is not asked
 response is ``private, no-store``. They are made to be framed:
 ``TOUCAN_EMBED_FRAME_ANCESTORS`` is sent as the ``frame-ancestors`` of the page's
 Content-Security-Policy, merged into whatever CSP the app (or Flask-Talisman) sets,
-after it has set it.
+in an ``after_request`` hook. Flask runs ``after_request`` hooks in the reverse order of
+their registration, so ``Toucan(app)`` must come before ``Talisman(app)`` for ours to
+run last; the other order is refused at start-up with that fix.
 
-The blueprint is handed the two things it needs from the request side (the refresh
-and the current user) when it is made: it never reaches back for the extension.
+The views call the request side (:mod:`flask_toucan.context`) directly.
+
+CSRF: the refresh endpoint has its own defence, which does not expire, and takes no
+form token. An app using Flask-WTF's ``CSRFProtect`` exempts it explicitly::
+
+    from flask_toucan.views import refresh_token
+    csrf.exempt(refresh_token)
 """
 
 from __future__ import annotations
@@ -31,8 +38,6 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -43,31 +48,34 @@ from flask import (
     jsonify,
     render_template,
     request,
-    request_finished,
 )
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from . import signals
-from .errors import InvalidToucanUser, InvalidVariant, ToucanAPIError, ToucanUserRequired
+from . import context, signals
+from .errors import (
+    InvalidToucanUser,
+    InvalidVariant,
+    ToucanAPIError,
+    ToucanConfigError,
+    ToucanUserRequired,
+)
 from .settings import Settings
-from .tokens import EmbedToken
 
 __all__ = [
     "REFRESH_HEADER",
     "THEMES",
     "create_blueprint",
-    "exempt_from_csrf",
     "install",
     "merge_frame_ancestors",
+    "refresh_token",
 ]
 
 logger = logging.getLogger("flask_toucan")
 
 #: Header the refresh controller sends; its presence is the CSRF defence.
 REFRESH_HEADER = "X-Toucan-Refresh"
-REFRESH_VIEW = "flask_toucan.views.refresh_token"
 _SAME_SITE_FETCH = {"same-origin", "none"}
 
 THEMES = ("light", "dark")
@@ -77,22 +85,40 @@ THEMES = ("light", "dark")
 _SAFE_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.~-]{1,128}")
 _FRAME_ANCESTORS = re.compile(r"(^|;)\s*frame-ancestors[^;]*", re.IGNORECASE)
 
-#: The request side's refresh: (token, the variant reference signed anew or None).
-Refresh = Callable[[str | None], tuple[EmbedToken, str | None]]
 
-
-def install(
-    app: Flask, settings: Settings, *, refresh: Refresh, require_user: Callable[[], object]
-) -> None:
+def install(app: Flask, settings: Settings) -> None:
     """Mount the blueprint on ``app`` (and merge frame-ancestors on embed pages)."""
-    app.register_blueprint(create_blueprint(settings, refresh, require_user))
+    app.register_blueprint(create_blueprint(settings))
     if settings.embed_pages:
-        request_finished.connect(merge_frame_ancestors, app, weak=False)
+        nonce = app.jinja_env.globals.get("csp_nonce")
+        owner = type(getattr(nonce, "__self__", None)).__module__
+        if owner.startswith("flask_talisman"):
+            # Its after_request hook was registered first, so it would run after ours
+            # and replace the CSP we merge frame-ancestors into.
+            raise ToucanConfigError(
+                "TOUCAN_EMBED_PAGES: Flask-Talisman was set up on this app before "
+                "flask_toucan, so it would replace the embed pages' frame-ancestors; call "
+                "Toucan(app) (or toucan.init_app(app)) before Talisman(app)"
+            )
+        app.after_request(merge_frame_ancestors)
 
 
-def create_blueprint(
-    settings: Settings, refresh: Refresh, require_user: Callable[[], object]
-) -> Blueprint:
+def refresh_token() -> ResponseReturnValue:
+    """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}``."""
+    response, code = _answer_refresh(context.get_state().settings)
+    if signals.token_refreshed.receivers:
+        try:
+            signals.token_refreshed.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                status=response.status_code,
+                code=code,
+            )
+        except Exception:
+            logger.exception("a receiver of flask_toucan's token_refreshed signal raised")
+    return response
+
+
+def create_blueprint(settings: Settings) -> Blueprint:
     """A fresh blueprint per app, mounted at ``TOUCAN_URL_PREFIX``."""
     url_prefix = settings.url_prefix
     bp = Blueprint(
@@ -104,39 +130,21 @@ def create_blueprint(
         template_folder="templates",
     )
 
-    def refresh_token() -> ResponseReturnValue:
-        """``POST <prefix>/token`` → ``{"token", "expiresAt", "expiresIn"}``."""
-        response, code = _answer_refresh(settings, refresh, require_user)
-        if signals.token_refreshed.receivers:
-            try:
-                signals.token_refreshed.send(
-                    current_app._get_current_object(),  # type: ignore[attr-defined]
-                    status=response.status_code,
-                    code=code,
-                )
-            except Exception:
-                logger.exception("a receiver of flask_toucan's token_refreshed signal raised")
-        return response
-
     bp.add_url_rule("/token", view_func=refresh_token, methods=["POST"])
     if settings.embed_pages:
 
         def dashboard_page(dashboard_id: str) -> str:
-            return _page(settings, require_user, "dashboard", dashboard_id)
+            return _page(settings, "dashboard", dashboard_id)
 
         def chart_page(chart_id: str) -> str:
-            return _page(settings, require_user, "chart", chart_id)
+            return _page(settings, "chart", chart_id)
 
         def assistant_page() -> str:
-            return _page(settings, require_user, "assistant", None)
+            return _page(settings, "assistant", None)
 
         bp.add_url_rule("/dashboards/<dashboard_id>", view_func=dashboard_page)
         bp.add_url_rule("/charts/<chart_id>", view_func=chart_page)
         bp.add_url_rule("/assistant", view_func=assistant_page)
-    # URL value preprocessors run before every before_request function (the app's
-    # included) and only for this blueprint's requests: the one place to exempt the
-    # refresh endpoint from a CSRFProtect set up after us, at no cost to other views.
-    bp.url_value_preprocessor(lambda endpoint, values: exempt_from_csrf(current_app))
     return bp
 
 
@@ -207,9 +215,7 @@ def _read_reference() -> str | tuple[Response, str] | None:
     return _json_error(400, "bad_request", 'the body must be {"variant": "<reference>"} or {}')
 
 
-def _answer_refresh(
-    settings: Settings, refresh: Refresh, require_user: Callable[[], object]
-) -> tuple[Response, str | None]:
+def _answer_refresh(settings: Settings) -> tuple[Response, str | None]:
     """The refresh answer and its error code (None on success)."""
     if request.headers.get(REFRESH_HEADER) != "1":
         return _json_error(
@@ -219,11 +225,11 @@ def _answer_refresh(
     if reason is not None:
         return _json_error(403, "origin_refused", f"cross-site request refused: {reason}")
     try:
-        require_user()  # before the body is read: the server-side user decides
+        context.require_user()  # before the body is read: the server-side user decides
         reference = _read_reference()
         if isinstance(reference, tuple):
             return reference
-        token, renewed = refresh(reference)
+        token, renewed = context.refresh_token(reference)
     except ToucanUserRequired:
         return _json_error(401, "session_ended", "no signed-in user")
     except InvalidVariant as exc:
@@ -251,18 +257,6 @@ def _answer_refresh(
     return jsonify(body), None
 
 
-def exempt_from_csrf(app: Flask) -> None:
-    """Exempt the refresh endpoint from Flask-WTF's CSRFProtect, if the app uses it.
-
-    Its own defence (custom header + same-origin checks) does not expire, while a
-    CSRF form token does (an hour by default), which would end refreshes on pages
-    left open.
-    """
-    csrf = app.extensions.get("csrf")
-    if csrf is not None and hasattr(csrf, "exempt"):
-        csrf.exempt(REFRESH_VIEW)
-
-
 def _allowed(settings: Settings, kind: str, item_id: str | None) -> bool:
     rule = settings.embed_pages
     if rule is True:
@@ -273,10 +267,8 @@ def _allowed(settings: Settings, kind: str, item_id: str | None) -> bool:
     return isinstance(rule, frozenset) and item_id is not None and item_id in rule
 
 
-def _page(
-    settings: Settings, require_user: Callable[[], object], kind: str, item_id: str | None
-) -> str:
-    require_user()  # 401 first: nothing about the ids is told to strangers
+def _page(settings: Settings, kind: str, item_id: str | None) -> str:
+    context.require_user()  # 401 first: nothing about the ids is told to strangers
     if item_id is not None and not _SAFE_ID.fullmatch(item_id):
         raise NotFound()  # not an id Toucan could have: never handed to its component
     if not _allowed(settings, kind, item_id):
@@ -292,12 +284,12 @@ def _page(
     )
 
 
-def merge_frame_ancestors(sender: Flask, response: Response, **extra: Any) -> None:
-    """``request_finished``: runs after every ``after_request`` (Flask-Talisman's too), so
-    the embed page's ``frame-ancestors`` is merged into the final CSP, not overwritten."""
+def merge_frame_ancestors(response: Response) -> Response:
+    """``after_request``, registered before Flask-Talisman's (so it runs after it): the
+    embed page's ``frame-ancestors`` is merged into the CSP the app set."""
     ancestors = g.get("_toucan_frame_ancestors")
     if ancestors is None:
-        return
+        return response
     directive = f"frame-ancestors {ancestors}"
     # Every policy the app set is kept (a browser enforces each), with ours merged in.
     policies = []
@@ -310,3 +302,4 @@ def merge_frame_ancestors(sender: Flask, response: Response, **extra: Any) -> No
     # frame-ancestors supersedes X-Frame-Options; a DENY/SAMEORIGIN left beside it would
     # contradict it in browsers that read only the older header.
     response.headers.pop("X-Frame-Options", None)
+    return response

@@ -19,7 +19,7 @@ from .servers import RedisServer
 
 def map_sizes(app: Flask) -> dict[str, int]:
     """The size of every container hanging off the extension's per-app state."""
-    service = app.extensions["toucan"]
+    service = app.extensions["toucan"].service
     sizes: dict[str, int] = {"variants": len(service.variants.registry)}
     owners = (("service", service), ("store", service.store))
     for owner_name, owner in owners:

@@ -6,13 +6,14 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from flask_toucan.cli import toucan_cli
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import API_KEY, Clock
 
 
 def test_config_command_hides_the_key(app: Flask) -> None:
-    result = app.test_cli_runner().invoke(args=["toucan", "config"])
+    result = app.test_cli_runner().invoke(toucan_cli, ["config"])
     assert result.exit_code == 0, result.output
     assert API_KEY not in result.output
     assert "TOUCAN_API_KEY = '<set>'" in result.output
@@ -21,7 +22,7 @@ def test_config_command_hides_the_key(app: Flask) -> None:
 
 def test_check_mints_for_the_given_user(app: Flask, fake: FakeToucan, clock: Clock) -> None:
     result = app.test_cli_runner().invoke(
-        args=["toucan", "check", "--user", "u-1", "--attr", "tenant_id=7", "--attr", "region=EU"]
+        toucan_cli, ["check", "--user", "u-1", "--attr", "tenant_id=7", "--attr", "region=EU"]
     )
     assert result.exit_code == 0, result.output
     assert "OK:" in result.output and "expires in 3600 s" in result.output
@@ -34,7 +35,7 @@ def test_check_mints_for_the_given_user(app: Flask, fake: FakeToucan, clock: Clo
 
 def test_check_reports_failures_without_secrets(app: Flask, fake: FakeToucan) -> None:
     fake.fail(401, body=f"bad key {API_KEY}")
-    result = app.test_cli_runner().invoke(args=["toucan", "check"])
+    result = app.test_cli_runner().invoke(toucan_cli, ["check"])
     assert result.exit_code == 1
     host = fake.url.removeprefix("http://")
     assert f"FAILED: Toucan at {host} refused the API key (401); check TOUCAN_API_KEY" in (
@@ -44,7 +45,7 @@ def test_check_reports_failures_without_secrets(app: Flask, fake: FakeToucan) ->
 
 
 def test_check_rejects_bad_attributes(app: Flask) -> None:
-    result = app.test_cli_runner().invoke(args=["toucan", "check", "--attr", "novalue"])
+    result = app.test_cli_runner().invoke(toucan_cli, ["check", "--attr", "novalue"])
     assert result.exit_code == 2
     assert "is not NAME=VALUE" in result.output
 
@@ -66,11 +67,11 @@ def test_config_and_repr_redact_cache_secrets(
     make_app: Callable[..., Flask], cache_config: dict[str, Any]
 ) -> None:
     app = make_app(TOUCAN_CACHE_CONFIG=cache_config)
-    result = app.test_cli_runner().invoke(args=["toucan", "config"])
+    result = app.test_cli_runner().invoke(toucan_cli, ["config"])
     assert result.exit_code == 0, result.output
     assert "TOUCAN_CACHE_CONFIG" in result.output
     assert REDIS_PASSWORD not in result.output
-    assert REDIS_PASSWORD not in repr(app.extensions["toucan"].settings)
+    assert REDIS_PASSWORD not in repr(app.extensions["toucan"].service.settings)
     assert "<hidden>" in result.output
 
 

@@ -67,7 +67,7 @@ def test_each_tenant_sees_its_own_instance_and_attributes(
 def test_sign_in_prefetches_so_the_page_mints_nothing(
     example: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = example.extensions["toucan"]
+    state = example.extensions["toucan"].service
     client = example.test_client()
     client.post("/sign-in", data={"email": "bob@acme.example", "password": "demo"})
     minted_at_sign_in = state.minter("eu").minted
@@ -110,6 +110,6 @@ def test_a_user_without_tenant_gets_no_token(example: Flask) -> None:
         example.config["PROPAGATE_EXCEPTIONS"] = True
         with pytest.raises(InvalidToucanUser, match="no 'tenant_id' attribute"):
             client.get("/analytics")
-        assert example.extensions["toucan"].minter(None).minted == 0
+        assert example.extensions["toucan"].service.minter(None).minted == 0
     finally:
         del ACCOUNTS["nobody@example.com"]

@@ -299,19 +299,54 @@ def test_default_role_is_used(make_app: Callable[..., Flask]) -> None:
     assert claims_of(app.test_client().get("/page").text)["role"] == "viewer"
 
 
-def test_token_in_g_and_template_context(app: Flask) -> None:
+def test_current_token_is_a_local_proxy_in_python_and_templates(app: Flask) -> None:
+    from werkzeug.local import LocalProxy
+
+    from flask_toucan import current_token
+
+    assert isinstance(current_token, LocalProxy)
     toucan = app.extensions["test_toucan"]
     seen: list[Any] = []
 
     @app.get("/ctx")
     @toucan.inject_token
     def ctx() -> str:
-        seen.append(g.toucan_token)
-        return render_template_string("{{ toucan_token.value }}|{{ toucan_token().value }}")
+        token = current_token._get_current_object()  # type: ignore[attr-defined]
+        seen.append((token, current_token.expires_in, dict(vars(g))))
+        return render_template_string(
+            "{{ toucan_token }}|{{ toucan_token.value }}|{{ toucan_token().value }}|"
+            '<tc-dashboard auth-token="{{ toucan_token }}">'
+        )
 
     text = app.test_client().get("/ctx", headers={"X-User": "alice"}).text
-    assert isinstance(seen[0], EmbedToken)
-    assert text == f"{seen[0].value}|{seen[0].value}"
+    token, expires_in, names = seen[0]
+    assert isinstance(token, EmbedToken)
+    assert 3500 <= expires_in <= 3600
+    # Bare, in an autoescaped template, it is the token itself: never a stand-in text.
+    assert text == f'{token.value}|{token.value}|{token.value}|<tc-dashboard auth-token="{token.value}">'
+    # Only prefixed names in g: the app's own names are left alone.
+    assert names and all(name.startswith("_toucan_") for name in names), names
+
+
+def test_current_token_bare_outside_autoescape_says_what_to_write(app: Flask) -> None:
+    toucan = app.extensions["test_toucan"]
+
+    @app.get("/text")
+    @toucan.inject_token
+    def text_view() -> str:
+        from flask_toucan import current_token
+
+        return str(current_token)
+
+    app.testing = False
+    response = app.test_client().get("/text", headers={"X-User": "alice"})
+    assert response.status_code == 500
+    with app.test_request_context(headers={"X-User": "alice"}):
+        from flask_toucan import current_token
+
+        with pytest.raises(TypeError, match=r"toucan_token\.value"):
+            str(current_token)
+        assert "<hidden>" in repr(current_token)
 
 
 def test_decorator_keeps_signature_and_name(app: Flask) -> None:
@@ -494,7 +529,7 @@ class ExplodingBackend:
 def test_backend_failure_is_logged_and_bypassed(
     app: Flask, fake: FakeToucan, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = app.extensions["toucan"]
+    state = app.extensions["toucan"].service
     backend = ExplodingBackend()
     state.store = TokenStore(backend, min_ttl=300, front=FrontCache(size=10, ttl=30))
     client = app.test_client()
@@ -521,12 +556,12 @@ def test_cache_config_dict_is_honoured(make_app: Callable[..., Flask], fake: Fak
 
 def test_default_backend_stays_bounded(make_app: Callable[..., Flask], clock: Clock) -> None:
     app = make_app(TOUCAN_PREVIEW=True, TOUCAN_CACHE_CONFIG={"CACHE_THRESHOLD": 100})
-    state = app.extensions["toucan"]
+    state = app.extensions["toucan"].service
     with app.app_context():
         for i in range(1000):
             state.get(ToucanUser(f"u{i}"))
         backend = state.store.backend
-        assert 90 <= len(backend.keys()) <= 100
+        assert 90 <= len(backend) <= 100
         # The in-process default does not sit behind a second in-process copy.
         assert state.store.front is None
         # The newest identities are still cached: no new mint for them.

@@ -20,6 +20,7 @@ from flask_toucan import (
     ToucanUnavailable,
     ToucanUser,
 )
+from flask_toucan.cli import toucan_cli
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import API_KEY
@@ -277,7 +278,7 @@ def test_a_failing_secret_manager_is_a_503_naming_the_key_at_the_first_mint(
         app.extensions["test_toucan"].get_token(ToucanUser("alice"))
     assert app.test_client().get("/page", headers={"X-User": "alice"}).status_code == 503
     assert fake.requests == []
-    result = app.test_cli_runner().invoke(args=["toucan", "config"])
+    result = app.test_cli_runner().invoke(toucan_cli, ["config"])
     assert "TOUCAN_API_KEY = '<set>'" in result.output
 
 
@@ -407,8 +408,8 @@ def test_removed_tuning_keys_are_warned_about_with_their_replacement(
     ) in messages
     assert any("TOUCAN_LOCK_WAIT was removed" in m for m in messages)
     assert not any("unknown config key" in m for m in messages)
-    assert app.extensions["toucan"].refresh_ahead == 0  # the key had no effect
-    result = app.test_cli_runner().invoke(args=["toucan", "doctor"])
+    assert app.extensions["toucan"].service.refresh_ahead == 0  # the key had no effect
+    result = app.test_cli_runner().invoke(toucan_cli, ["doctor"])
     assert "✗ config key TOUCAN_REFRESH_AHEAD was removed" in result.output
 
 
@@ -416,8 +417,8 @@ def test_service_options_reach_the_service_and_a_typo_names_them(fake: FakeTouca
     app = Flask(__name__)
     app.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
     Toucan(app, service_options={"lock_wait": 1.5, "refresh_ahead": 0.25})
-    assert app.extensions["toucan"].lock_wait == 1.5
-    assert app.extensions["toucan"].refresh_ahead == 0.25
+    assert app.extensions["toucan"].service.lock_wait == 1.5
+    assert app.extensions["toucan"].service.refresh_ahead == 0.25
     other = Flask(__name__)
     other.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
     with pytest.raises(ToucanConfigError, match=r"service_options: .*'lock_wiat'"):

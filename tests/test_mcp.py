@@ -419,8 +419,10 @@ def test_the_mcp_client_honours_toucan_proxies(
     toucan = toucan_of(app)
     with app.app_context():
         # The token comes from the cache (a page view before the proxy would be needed).
-        app.extensions["toucan"].store.put(
-            app.extensions["toucan"].key_for(app.extensions["toucan"].resolve(USERS["alice"])),
+        app.extensions["toucan"].service.store.put(
+            app.extensions["toucan"].service.key_for(
+                app.extensions["toucan"].service.resolve(USERS["alice"])
+            ),
             _token_from(fake),
         )
         with pytest.raises(ToucanUnavailable, match="TOUCAN_MCP_URL"):

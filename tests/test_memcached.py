@@ -55,17 +55,17 @@ def mc_app(
 
     yield make
     for app in apps:  # python-memcached keeps its sockets open until told
-        app.extensions["toucan"].store.backend.client.disconnect_all()
+        app.extensions["toucan"].service.store.backend.client.disconnect_all()
 
 
 def key_of(app: Flask, user: str) -> str:
     with app.app_context():
-        service = app.extensions["toucan"]
+        service = app.extensions["toucan"].service
         return str(service.key_for(service.resolve(USERS[user])))
 
 
 def test_leases_are_memcached_add_with_an_expiry(mc_app: Callable[..., Flask]) -> None:
-    leases = mc_app(lock_timeout=1).extensions["toucan"].store.leases
+    leases = mc_app(lock_timeout=1).extensions["toucan"].service.store.leases
     assert isinstance(leases, AddLeases)
     name = f"lease-{uuid.uuid4().hex}"
     first = leases.acquire(name)
@@ -127,7 +127,7 @@ def test_killed_lease_holder_blocks_nobody_past_the_lock_timeout(
     env = {**app_env(fake, memcached.cache_config, prefix), "TEST_LOCK_TIMEOUT": "2"}
     kill_lease_holder(fake, env)
     app, response, waited = alice_in_this_process(env)
-    app.extensions["toucan"].store.backend.client.disconnect_all()
+    app.extensions["toucan"].service.store.backend.client.disconnect_all()
     assert response.status_code == 200
     assert decode_fake_token(response.get_json()["token"])["sub"] == "alice"
     # memcached counts expiry in whole seconds of its own clock: a 2 s item goes

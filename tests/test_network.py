@@ -21,6 +21,7 @@ import trustme
 from flask import Flask
 
 from flask_toucan import ToucanConfigError, ToucanResponseError, ToucanUnavailable
+from flask_toucan.cli import toucan_cli
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import USERS, Clock
@@ -34,7 +35,7 @@ SLACK = 1.0
 def entry_points_and_cli(app: Flask) -> dict[str, Any]:
     """Status per entry point, and the CLI's exit code and output for `flask toucan check`."""
     results: dict[str, Any] = {entry: call(app, entry) for entry in ENTRY_POINTS}
-    result = app.test_cli_runner().invoke(args=["toucan", "check"])
+    result = app.test_cli_runner().invoke(toucan_cli, ["check"])
     results["cli"] = (result.exit_code, result.output)
     return results
 
@@ -95,7 +96,7 @@ def test_header_drip_is_cut_at_the_deadline_everywhere(slow_app: Flask, fake: Fa
         fake.fail(200, header_drip=0.4, times=3)
         started = time.monotonic()
         if entry == "cli":
-            result = slow_app.test_cli_runner().invoke(args=["toucan", "check"])
+            result = slow_app.test_cli_runner().invoke(toucan_cli, ["check"])
             assert result.exit_code == 1
             assert "TOUCAN_MINT_DEADLINE" in result.output
         else:

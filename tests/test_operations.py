@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask, render_template_string
 
+from flask_toucan.cli import toucan_cli
 from flask_toucan.testing import FakeToucan
 
 from .conftest import API_KEY, Clock
@@ -71,8 +72,10 @@ def test_doctor_all_well(good: dict[str, Any], fake: FakeToucan) -> None:
 def test_doctor_catches_a_typo(fake: FakeToucan) -> None:
     code, lines = doctor({"TOUCAN_PREVEIW": True})
     assert code == 1
-    assert "✗ unknown config key TOUCAN_PREVEIW: did you mean TOUCAN_PREVIEW?" in lines
-    assert any("TOUCAN_API_KEY is not set" in line for line in failed(lines))
+    # Loading the app raised; doctor reports that error as a ✗ line, with the typo named.
+    (line,) = failed(lines)
+    assert "TOUCAN_API_KEY is not set" in line
+    assert "TOUCAN_PREVIEW instead of TOUCAN_PREVEIW" in line
 
 
 @pytest.mark.parametrize(
@@ -141,12 +144,10 @@ def test_doctor_reports_skew_in_process(
     assert any("clock" in line and "NTP" in line for line in bad), lines
 
 
-def test_config_works_without_the_key() -> None:
+def test_config_without_the_key_names_it_without_a_traceback() -> None:
     done = flask_cli("toucan", "config", config={"TOUCAN_BASE_URL": "https://toucanai.cloud"})
-    assert done.returncode == 0, done.stderr
-    assert "TOUCAN_API_KEY = '<not set>'" in done.stdout
-    assert "TOUCAN_BASE_URL = 'https://toucanai.cloud'" in done.stdout
-    assert "✗ TOUCAN_API_KEY is not set" in done.stdout
+    assert done.returncode == 1
+    assert done.stderr.startswith("✗ configuration: TOUCAN_API_KEY is not set"), done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -165,22 +166,22 @@ def test_cache_stats_and_clear(
     for name in ("alice", "bob", "carol"):
         client.get("/page", headers={"X-User": name})
     runner = app.test_cli_runner()
-    stats = runner.invoke(args=["toucan", "cache", "stats"])
+    stats = runner.invoke(toucan_cli, ["cache", "stats"])
     assert "tokens: 3" in stats.output, stats.output
     # One identity: exactly it.
     one = runner.invoke(
-        args=["toucan", "cache", "clear", "--user", "carol", "--role", "viewer",
+        toucan_cli, ["cache", "clear", "--user", "carol", "--role", "viewer",
               "--attr", 'tenant="globex"', "--yes"]
     )  # fmt: skip
     assert one.exit_code == 0, one.output
-    assert "tokens: 2" in runner.invoke(args=["toucan", "cache", "stats"]).output
+    assert "tokens: 2" in runner.invoke(toucan_cli, ["cache", "stats"]).output
     # Everything, after confirming.
-    refused = runner.invoke(args=["toucan", "cache", "clear"], input="n\n")
+    refused = runner.invoke(toucan_cli, ["cache", "clear"], input="n\n")
     assert refused.exit_code == 1
-    assert "tokens: 2" in runner.invoke(args=["toucan", "cache", "stats"]).output
-    cleared = runner.invoke(args=["toucan", "cache", "clear"], input="y\n")
+    assert "tokens: 2" in runner.invoke(toucan_cli, ["cache", "stats"]).output
+    cleared = runner.invoke(toucan_cli, ["cache", "clear"], input="y\n")
     assert "deleted 2 keys" in cleared.output
-    assert "tokens: 0" in runner.invoke(args=["toucan", "cache", "stats"]).output
+    assert "tokens: 0" in runner.invoke(toucan_cli, ["cache", "stats"]).output
     client.get("/page", headers={"X-User": "alice"})
     assert len(fake.mints) == 4  # alice minted again after the clear
 
@@ -349,8 +350,8 @@ def test_cache_clear_leaves_other_applications_keys_alone(
         )
         app.test_client().get("/page", headers={"X-User": "alice"})
         runner = app.test_cli_runner()
-        assert "tokens: 1" in runner.invoke(args=["toucan", "cache", "stats"]).output
-        cleared = runner.invoke(args=["toucan", "cache", "clear", "--yes"])
+        assert "tokens: 1" in runner.invoke(toucan_cli, ["cache", "stats"]).output
+        cleared = runner.invoke(toucan_cli, ["cache", "clear", "--yes"])
         assert "deleted 1 keys" in cleared.output, cleared.output
         for key, value in planted.items():
             assert r.get(key) == value.encode(), key

@@ -92,11 +92,11 @@ def test_preview_opens_no_socket_and_starts_no_thread(
         assert refreshed.status_code == 200
         assert refreshed.get_json()["token"] == dashboard["auth-token"]
     with demo.app_context():
-        demo.extensions["toucan"].get(ToucanUser("x"), force=True)
+        demo.extensions["toucan"].service.get(ToucanUser("x"), force=True)
     assert opened == []
     assert started == []
     assert set(threading.enumerate()) <= threads_before
-    assert demo.extensions["toucan"].minter().minted == 4  # alice, bob, chen, x
+    assert demo.extensions["toucan"].service.minter().minted == 4  # alice, bob, chen, x
 
 
 def test_demo_links_to_and_frames_an_embed_page(demo: Flask) -> None:

@@ -81,7 +81,7 @@ def test_front_cache_is_bounded(redis_app: Callable[..., Flask], fake: FakeTouca
     with app.app_context():
         for i in range(60):
             toucan.get_token({"distinct_id": f"user-{i}"})
-    front = app.extensions["toucan"].store.front
+    front = app.extensions["toucan"].service.store.front
     assert front is not None and len(front) == 10
 
 

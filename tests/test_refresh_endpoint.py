@@ -257,31 +257,42 @@ def test_plain_pages_carry_no_variant(client: Any) -> None:
 
 
 @pytest.mark.parametrize("csrf_first", [True, False])
-def test_works_with_flask_wtf_csrf_protect(
+def test_with_flask_wtf_csrf_protect_the_exemption_is_explicit(
     config: dict[str, Any], fake: FakeToucan, csrf_first: bool
 ) -> None:
     from flask_toucan import Toucan
+    from flask_toucan.views import refresh_token
 
     from .conftest import current_test_user
 
-    app = Flask(__name__)
-    app.config.update(config, TESTING=False, WTF_CSRF_ENABLED=True)
-    csrf = CSRFProtect()
-    if csrf_first:
-        csrf.init_app(app)
-    toucan = Toucan(app)
-    if not csrf_first:
-        csrf.init_app(app)
-    toucan.user_loader(current_test_user)
+    def make(exempt: bool) -> Flask:
+        app = Flask(__name__)
+        app.config.update(config, TESTING=False, WTF_CSRF_ENABLED=True)
+        csrf = CSRFProtect()
+        if csrf_first:
+            csrf.init_app(app)
+        toucan = Toucan(app)
+        if not csrf_first:
+            csrf.init_app(app)
+        if exempt:
+            csrf.exempt(refresh_token)  # the documented call
+        toucan.user_loader(current_test_user)
 
-    @app.post("/form")
-    def form() -> str:
-        return "ok"
+        @app.post("/form")
+        def form() -> str:
+            return "ok"
 
-    client = app.test_client()
+        return app
+
+    # flask_toucan does not exempt itself behind the app's back: CSRFProtect refuses.
+    silent = make(exempt=False).test_client()
+    assert refresh(silent).status_code == 400
+    assert not fake.mints
+
+    client = make(exempt=True).test_client()
     # CSRFProtect still guards the app's own forms...
     assert client.post("/form").status_code == 400
-    # ...while the refresh endpoint relies on its own defence.
+    # ...while the exempted refresh endpoint relies on its own defence.
     assert refresh(client).status_code == 200
     assert refresh(client, {"X-User": "alice"}).status_code == 403
 

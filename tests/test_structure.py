@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "flask_toucan"
 MODULES = {path.stem: path for path in sorted(PACKAGE.glob("*.py"))}
 #: The modules that may read Flask's current_app / g / request: the request side.
-CONTEXT_MODULES = {"extension", "views", "cli"}
+CONTEXT_MODULES = {"context", "extension", "views", "cli"}
 
 
 def _type_checking_blocks(tree: ast.Module) -> set[int]:
@@ -72,9 +72,11 @@ def test_function_level_and_type_checking_imports_are_told_apart(tmp_path: Path)
         # The service, storage, minters and values never reach up to the request side.
         (name, upper)
         for name in ("service", "cache", "client", "preview", "identity", "tokens", "variants")
-        for upper in ("extension", "views", "cli")
+        for upper in ("context", "extension", "views", "cli")
     ]
-    + [("cache", "service"), ("client", "service"), ("identity", "service")],
+    + [("cache", "service"), ("client", "service"), ("identity", "service")]
+    # The request side never reaches up to the set-up or the HTTP side.
+    + [("context", "extension"), ("context", "views"), ("context", "cli")],
 )
 def test_calls_flow_one_way(lower: str, upper: str) -> None:
     assert upper not in imports_of(lower), f"flask_toucan/{lower}.py imports {upper}"
