@@ -17,7 +17,6 @@ manager's callable) and the client itself.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import email.utils
 import json
@@ -27,7 +26,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -83,7 +81,12 @@ logger = logging.getLogger("flask_toucan")
 #
 # A thread was chosen over signals (``SIGALRM`` works only in the main thread, which
 # a threaded server's requests are not in) and over running each request in a worker
-# thread (the caller would return while the request kept a connection busy).
+# thread the caller stops waiting for (the caller would return, but the worker would
+# stay blocked on a dripping answer, holding a thread and a connection). The watchdog
+# is the one deadline mechanism: the request runs in the caller's thread, and what the
+# watchdog cannot see (the TLS handshake, before urllib3 hands over the socket) is
+# bounded by a connect timeout capped at the time left (``TokenClient._post``), with no
+# retry started that could not finish its connect in time (``BoundedRetry``).
 
 
 class _Mint:
@@ -194,7 +197,7 @@ class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
     """The same for TLS (``super().connect()`` above is HTTPSConnection's here). urllib3
     offers no public hook between the TCP connect and the handshake, so a stalled
     handshake is not cut here: the handshake is bounded by the connect timeout, and the
-    caller by the future it waits on (``TokenClient``)."""
+    caller by a connect timeout capped at the time left (``TokenClient._post``)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -247,9 +250,12 @@ class BoundedRetry(Retry):
                 raise MaxRetryError(_pool, url or "", None)  # type: ignore[arg-type]
         following = super().increment(method, url, response, error, _pool, _stacktrace)
         deadline = getattr(current, "deadline", None)
-        if deadline is not None and time.monotonic() + following.get_backoff_time() >= deadline:
-            # No time left for another attempt within TOUCAN_MINT_DEADLINE.
-            raise MaxRetryError(_pool, url or "", error or None)  # type: ignore[arg-type]
+        if deadline is not None:
+            # Another attempt starts only if its connect (TLS handshake included, which
+            # the watchdog cannot see) can end within TOUCAN_MINT_DEADLINE.
+            starts = time.monotonic() + following.get_backoff_time()
+            if starts + getattr(current, "connect", 0.0) >= deadline:
+                raise MaxRetryError(_pool, url or "", error or None)  # type: ignore[arg-type]
         return following
 
 
@@ -586,9 +592,6 @@ def _unavailable() -> ToucanUnavailable:
 # The client
 
 
-#: Seconds past the mint deadline the caller waits for the worker's own answer.
-GRACE = 0.25
-
 #: A token response is a few hundred bytes; anything far bigger is not one.
 MAX_BODY_BYTES = 256 * 1024
 
@@ -654,7 +657,6 @@ class TokenClient:
         self.session.headers.update(
             {"Content-Type": "application/json", "Accept": "application/json"}
         )
-        self._workers = ThreadPoolExecutor(pool_maxsize, thread_name_prefix="toucan-mint")
 
     def __repr__(self) -> str:
         return f"TokenClient(url={redact_text(self.url)!r}, api_key=<hidden>)"
@@ -699,36 +701,27 @@ class TokenClient:
         raise error
 
     def _attempt(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
-        """One POST with its retries, on a worker thread the caller waits for until
-        ``ends``: a wall-clock bound no socket timeout gives (a stalled TLS handshake,
-        a dripping answer). The watchdog then cuts what it can reach, so the worker
-        does not stay busy either."""
-        future = self._workers.submit(self._guarded, body, key, ends)
-        try:
-            # A little past ``ends``: the worker's own, more precise, error comes first
-            # when it can; this is the backstop for what no socket timeout bounds.
-            return future.result(timeout=max(0.0, ends - time.monotonic()) + GRACE)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            message = failure_message(requests.exceptions.Timeout(), self.host, True)
-            logger.warning("Toucan token request failed: %s", message)
-            raise ToucanUnavailable(message) from None
-
-    def _guarded(self, body: bytes, key: str, ends: float) -> tuple[int, Any, bytes]:
+        """One POST with its retries, in the caller's thread, within ``ends``: the
+        watchdog shuts its sockets down at the deadline."""
         current.deadline = ends
+        current.connect = self.timeout[0]
         try:
             with WATCHDOG.guard(ends) as guard:
                 return self._post(body, key, ends, lambda: guard.expired)
         finally:
             current.deadline = None
+            current.connect = 0.0
 
     def _post(self, body: bytes, key: str, ends: float, late: Any) -> tuple[int, Any, bytes]:
         try:
+            # The TLS handshake happens before the watchdog sees the socket: its connect
+            # timeout is capped at the time left.
+            connect = min(self.timeout[0], max(0.05, ends - time.monotonic()))
             response = self.session.post(
                 self.url,
                 data=body,
                 headers={"x-api-key": key},
-                timeout=self.timeout,
+                timeout=(connect, self.timeout[1]),
                 allow_redirects=False,
                 stream=True,
             )

@@ -30,14 +30,6 @@ from typing import Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-try:  # the MCP endpoint needs the optional extra "mcp"; the token endpoint does not
-    import uvicorn
-    from mcp.server.mcpserver import Context, MCPServer
-except ImportError as exc:
-    MCP_MISSING: ImportError | None = exc
-else:
-    MCP_MISSING = None
-
 from .preview import decode_fake_token, encode_fake_token, stand_in_answer
 from .settings import DEFAULTS
 from .tokens import now, parse_expires_in
@@ -339,15 +331,17 @@ class FakeToucan:
         return claims if claims.get("exp", 0) > now() else None
 
     def _mcp_answer(self, request: Request, body: bytes) -> Response:
-        if MCP_MISSING is not None:
-            return error(
-                501,
-                "not_implemented",
-                'the MCP endpoint of FakeToucan needs the MCP SDK: pip install "flask-toucan[mcp]"',
-            )
         with self._lock:
             if self._mcp is None:
-                self._mcp = McpBackend(self).start()
+                try:
+                    self._mcp = McpBackend(self).start()
+                except ModuleNotFoundError:
+                    return error(
+                        501,
+                        "not_implemented",
+                        "the MCP endpoint of FakeToucan needs the MCP SDK: "
+                        'pip install "flask-toucan[mcp]"',
+                    )
             backend = self._mcp
         return backend.forward(request, body)
 
@@ -522,11 +516,10 @@ class McpBackend:
     loopback port; the fake checks the Bearer token, then hands the request over."""
 
     def __init__(self, fake: FakeToucan) -> None:
-        if MCP_MISSING is not None:
-            raise RuntimeError(
-                f"the MCP endpoint of FakeToucan needs the MCP SDK ({MCP_MISSING.name} is "
-                'missing): pip install "flask-toucan[mcp]"'
-            )
+        # Imported here: a test session that never asks the MCP endpoint loads none of it.
+        import uvicorn
+        from mcp.server.mcpserver import Context, MCPServer
+
         server = MCPServer("Toucan (FakeToucan)")
 
         @server.tool(description="Ask Toucan's AI assistant a question about your data.")

@@ -27,3 +27,8 @@ def create_app() -> Flask:
             return render_template_string("{{ toucan_dashboard('ops') }}")
 
     return app
+
+
+def create_plain_app() -> Flask:
+    """An app without flask_toucan (the `flask toucan` commands are still listed)."""
+    return Flask(__name__)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -266,3 +268,21 @@ def test_urllib3s_retry_warning_names_the_key_not_our_class(
     assert retried, [r.getMessage() for r in caplog.records]
     assert "BoundedRetry" not in retried[0]
     assert "retries allowed by TOUCAN_MAX_RETRIES" in retried[0]
+
+
+def test_a_mint_runs_in_the_callers_thread_under_one_deadline_mechanism(
+    fake: FakeToucan,
+) -> None:
+    # One mechanism bounds a mint: the watchdog over the caller's own sockets (no
+    # worker thread left blocked on a dripping answer after the caller gave up).
+    client = TokenClient(fake.url, API_KEY, timeout=(2, 2), max_retries=0)
+    posting: list[int] = []
+    post = client.session.post
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        posting.append(threading.get_ident())
+        return post(*args, **kwargs)
+
+    client.session.post = recording  # type: ignore[method-assign]
+    client.mint(ToucanUser("alice"))
+    assert posting == [threading.get_ident()]

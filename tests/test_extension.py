@@ -323,7 +323,8 @@ def test_current_token_is_a_local_proxy_in_python_and_templates(app: Flask) -> N
     assert isinstance(token, EmbedToken)
     assert 3500 <= expires_in <= 3600
     # Bare, in an autoescaped template, it is the token itself: never a stand-in text.
-    assert text == f'{token.value}|{token.value}|{token.value}|<tc-dashboard auth-token="{token.value}">'
+    value = token.value
+    assert text == f'{value}|{value}|{value}|<tc-dashboard auth-token="{value}">'
     # Only prefixed names in g: the app's own names are left alone.
     assert names and all(name.startswith("_toucan_") for name in names), names
 
