@@ -286,3 +286,16 @@ def test_a_mint_runs_in_the_callers_thread_under_one_deadline_mechanism(
     client.session.post = recording  # type: ignore[method-assign]
     client.mint(ToucanUser("alice"))
     assert posting == [threading.get_ident()]
+
+
+def test_a_raising_key_callable_is_toucan_unavailable_as_the_guide_says(
+    fake: FakeToucan,
+) -> None:
+    def secret_manager() -> str:
+        raise RuntimeError("vault sealed")
+
+    client = TokenClient(fake.url, secret_manager, timeout=(2, 2), max_retries=0)
+    with pytest.raises(ToucanUnavailable, match="secret manager") as caught:
+        client.mint(ToucanUser("alice"))
+    assert caught.value.code == 503
+    assert not fake.mints
