@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mcp.client.session import ClientSession
     from requests import Session
 
-    from .mcp import Caller, ToucanAnswer
+    from .mcp import Caller, MCPConnection, ProgressCallback, ToucanAnswer
 
 __all__ = ["Toucan"]
 
@@ -261,20 +261,40 @@ class Toucan:
         (default: the request's), authenticated with the user's cached embed token."""
         return self._caller(user).session()
 
+    def mcp_connection(self, user: AnyUser | None = None) -> MCPConnection:
+        """Toucan's MCP endpoint as ``user`` (default: the request's, resolved now), for
+        an agent framework: ``.url``, ``.auth`` (for httpx and httpx2 clients) and
+        ``.headers()``. It keeps working after the request has ended."""
+        return self._caller(user).connection()
+
     async def ask_async(
-        self, question: str, *, thread_id: str | None = None, user: AnyUser | None = None
+        self,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        user: AnyUser | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> ToucanAnswer:
-        """Ask Toucan's assistant (``ask_toucan_assistant``) as ``user``, from async code."""
-        return await self._caller(user).ask(question, thread_id)
+        """Ask Toucan's assistant (``ask_toucan_assistant``) as ``user``, from async code.
+        ``on_progress(progress, total, message)`` (sync or async) hears each progress
+        notification of the call."""
+        return await self._caller(user).ask(question, thread_id, on_progress)
 
     def ask(
-        self, question: str, *, thread_id: str | None = None, user: AnyUser | None = None
+        self,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        user: AnyUser | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> ToucanAnswer:
         """Ask Toucan's assistant as ``user`` (default: the request's) and wait for the
         answer, at most TOUCAN_MCP_DEADLINE seconds. For ordinary (sync) views; in
-        ``async def`` code, ``await toucan.ask_async(...)``."""
+        ``async def`` code, ``await toucan.ask_async(...)``. ``on_progress(progress,
+        total, message)`` hears each progress notification (one that raises is logged
+        once; the answer still arrives)."""
         caller = self._caller(user)
-        return caller.ask_blocking(question, thread_id)
+        return caller.ask_blocking(question, thread_id, on_progress)
 
     def api_session(self, user: AnyUser | None = None) -> Session:
         """A ``requests.Session`` for Toucan's REST API as ``user`` (default: the

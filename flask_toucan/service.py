@@ -42,7 +42,13 @@ from typing import Any
 from . import signals
 from .cache import NO_LEASE, FrontCache, Store, TokenStore, in_process, list_keys
 from .client import TokenClient, default_deadline
-from .errors import InvalidToucanUser, ToucanAPIError, ToucanRateLimited, ToucanUnavailable
+from .errors import (
+    InvalidToucanUser,
+    ToucanAPIError,
+    ToucanAuthError,
+    ToucanRateLimited,
+    ToucanUnavailable,
+)
 from .identity import (
     ToucanUser,
     cache_key,
@@ -57,7 +63,7 @@ from .settings import Settings
 from .tokens import EmbedToken, Minter, now
 from .variants import TokenVariants
 
-__all__ = ["FAILURE_BACKOFF", "MAX_PENDING", "WORKERS", "TokenService"]
+__all__ = ["FAILURE_BACKOFF", "MAX_PENDING", "REMINT_WINDOW", "WORKERS", "TokenService"]
 
 logger = logging.getLogger("flask_toucan")
 
@@ -70,6 +76,11 @@ WORKERS = 2
 MAX_PENDING = 256
 #: Identities whose failure is remembered at once (the oldest go first beyond it).
 MAX_FAILURES = 10_000
+#: Seconds during which a token refused by Toucan (a 401 from its MCP endpoint or REST
+#: API) is not minted afresh again for the same identity: one refused token is a token
+#: revoked or expired early; a second is a configuration mistake, and minting on every
+#: click would spend the app's rate limit at Toucan for everyone.
+REMINT_WINDOW = 30.0
 
 
 class _Flight:
@@ -148,6 +159,7 @@ class TokenService:
         self._minters: dict[str | None, Minter] = {}
         self._flights: dict[str, _Flight] = {}
         self._failures: dict[str, tuple[float, ToucanAPIError]] = {}
+        self._reminted: dict[str, float] = {}  # key → when a refused token was last replaced
         self.renewing: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
         self.pending = 0
@@ -254,6 +266,31 @@ class TokenService:
         token, source = self._get(key, user, minter, force)
         self.served(user, source)
         return token, source
+
+    def remint(self, user: ToucanUser) -> EmbedToken:
+        """A fresh token for ``user`` after Toucan refused the cached one (HTTP 401):
+        at most one per identity per :data:`REMINT_WINDOW` seconds; within it,
+        ToucanAuthError at once, without minting (other identities are unaffected)."""
+        user, minter, key = self._identify(user)
+        current = time.monotonic()
+        with self._guard:
+            last = self._reminted.get(key)
+            if last is not None and current - last < REMINT_WINDOW:
+                raise ToucanAuthError(
+                    f"Toucan refused this user's embed token again, {current - last:.0f} s after "
+                    f"it was minted afresh (at most one fresh mint per {REMINT_WINDOW:g} s): "
+                    "check TOUCAN_MCP_URL and that the endpoint belongs to the token's instance",
+                    upstream_status=401,
+                )
+            if len(self._reminted) >= MAX_FAILURES:
+                for old in [k for k, t in self._reminted.items() if current - t >= REMINT_WINDOW]:
+                    del self._reminted[old]
+                if len(self._reminted) >= MAX_FAILURES:
+                    self._reminted.pop(next(iter(self._reminted)))
+            self._reminted[key] = current
+        token, source = self._get(key, user, minter, True)
+        self.served(user, source)
+        return token
 
     def invalidate(self, user: ToucanUser) -> bool:
         """Forget ``user``'s cached token here and in the backend; whether there was one."""

@@ -30,7 +30,7 @@ from typing import Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from .preview import decode_fake_token, encode_fake_token, stand_in_answer
+from .preview import decode_fake_token, encode_fake_token
 from .settings import DEFAULTS
 from .tokens import now, parse_expires_in
 
@@ -512,59 +512,26 @@ def rest_answer(request: Request, claims: dict[str, Any]) -> Response:
 
 
 class McpBackend:
-    """The MCP SDK's own server (Streamable HTTP, stateless, JSON answers) on a private
-    loopback port; the fake checks the Bearer token, then hands the request over."""
+    """The MCP SDK's own server (:mod:`flask_toucan.fake_mcp`) on a private loopback
+    port; the fake checks the Bearer token, then hands the request over."""
 
     def __init__(self, fake: FakeToucan) -> None:
         # Imported here: a test session that never asks the MCP endpoint loads none of it.
-        import uvicorn
-        from mcp.server.mcpserver import Context, MCPServer
+        from .fake_mcp import McpServer
 
-        server = MCPServer("Toucan (FakeToucan)")
-
-        @server.tool(description="Ask Toucan's AI assistant a question about your data.")
-        def ask_toucan_assistant(
-            question: str, ctx: Context, threadId: str | None = None
-        ) -> dict[str, Any]:
-            headers = ctx.headers or {}
-            claims = decode_fake_token(headers.get("authorization", "").partition(" ")[2])
+        def on_question(user: str, question: str, thread_id: str | None) -> None:
             with fake._lock:
-                fake.questions.append((str(claims.get("sub")), question, threadId))
-            return stand_in_answer(claims, question, threadId)
+                fake.questions.append((user, question, thread_id))
 
-        @server.tool(description="List the dashboards this user may see.")
-        def list_dashboards(ctx: Context) -> dict[str, Any]:
-            headers = ctx.headers or {}
-            claims = decode_fake_token(headers.get("authorization", "").partition(" ")[2])
-            return {"dashboards": ["sales", "ops"], "viewer": claims.get("sub")}
-
-        app = server.streamable_http_app(
-            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True
-        )
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = int(self.socket.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(
-            target=self.server.run,
-            kwargs={"sockets": [self.socket]},
-            daemon=True,
-            name="FakeToucan-MCP",
-        )
+        self.server = McpServer(on_question)
+        self.port = self.server.port
 
     def start(self) -> McpBackend:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the FakeToucan MCP server did not start")
-            time.sleep(0.01)
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-        self.socket.close()
+        self.server.stop()
 
     def forward(self, request: Request, body: bytes) -> Response:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)

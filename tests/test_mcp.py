@@ -199,7 +199,9 @@ def test_mcp_session_lists_the_tools_the_server_offers(
         async with toucan.mcp_session(user=USERS["alice"]) as session:
             listed = await session.list_tools()
             result = await session.call_tool("list_dashboards", {})
-            assert result.structured_content == {"dashboards": ["sales", "ops"], "viewer": "alice"}
+            # snake_case in SDK 2.x, camelCase in 1.x
+            content = getattr(result, "structured_content", None) or result.structuredContent
+            assert content == {"dashboards": ["sales", "ops"], "viewer": "alice"}
             return [tool.name for tool in listed.tools]
 
     with app.app_context():
@@ -286,11 +288,11 @@ def test_api_session_sends_the_bearer_token_and_shares_the_page_cache(
     assert again.status_code == 200 and again.json()["id"] == "ops"
     assert len(fake.mints) == 2
     assert [r.status_code for r in again.history] == [401]
-    # Always refused: the 401 comes back after one retry (no loop).
+    # Refused again within the window: the 401 comes back, with no second fresh mint.
     fake.fail(401, times=5, path="/api/v1/")
     refused = session.get("/api/v1/dashboards/ops")
     assert refused.status_code == 401
-    assert len(fake.mints) == 3
+    assert len(fake.mints) == 2
     assert "<token hidden>" in repr(session.auth)
 
 
