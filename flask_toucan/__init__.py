@@ -23,12 +23,13 @@ from .identity import ToucanUser
 from .tokens import EmbedToken, parse_expires_in
 
 if TYPE_CHECKING:
-    from .mcp import ToucanAnswer
+    from .mcp import MCPConnection, ToucanAnswer
 
 __all__ = [
     "EmbedToken",
     "InvalidToucanUser",
     "InvalidVariant",
+    "MCPConnection",
     "Toucan",
     "ToucanAPIError",
     "ToucanAnswer",
@@ -49,9 +50,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    # ToucanAnswer lives with the MCP client, an optional extra: imported on first use.
-    if name == "ToucanAnswer":
-        from .mcp import ToucanAnswer
+    # ToucanAnswer and MCPConnection live with the MCP client, an optional extra:
+    # imported on first use.
+    if name in ("ToucanAnswer", "MCPConnection"):
+        from . import mcp
 
-        return ToucanAnswer
+        return getattr(mcp, name)
     raise AttributeError(f"module 'flask_toucan' has no attribute {name!r}")

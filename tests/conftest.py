@@ -37,6 +37,8 @@ INFRA_MODULES = frozenset(
 #: browser. (A FakeToucan over TLS is not one: it runs in the test's process, and TLS is
 #: what differs most between library versions.)
 INFRA_FIXTURES = frozenset({"browser", "redis_server", "memcached", "proxy", "serve"})
+#: Modules that need the agent frameworks (extra ``agents``, which pins MCP SDK 1.x).
+AGENT_MODULES = frozenset({"test_agents"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,6 +49,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = set(getattr(item, "fixturenames", ()))
         if module in INFRA_MODULES or fixtures & INFRA_FIXTURES:
             item.add_marker(pytest.mark.infra)
+        if module in AGENT_MODULES:
+            item.add_marker(pytest.mark.agents)
 
 
 class Clock:
