@@ -34,6 +34,7 @@ def load_toucan_user() -> ToucanUser | None:
     return ToucanUser(
         distinct_id=user_id,
         attributes={"tenant": profile["tenant"], "region": profile["region"]},
+        permissions={"ai": "can_query"},  # the assistant answers only tokens carrying it
     )
 
 
@@ -59,7 +60,7 @@ def create_app(config: dict[str, Any] | None = None, *, token_lifetime: int | No
             session["user"] = "alice"
         return analytics()
 
-    @toucan.inject_token(permissions={"ai": "can_query"}, allow=lambda: True)
+    @toucan.inject_token
     def analytics() -> str:
         user_id = session["user"]
         return render_template(

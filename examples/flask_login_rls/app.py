@@ -83,6 +83,7 @@ def load_toucan_user() -> ToucanUser | None:
     return ToucanUser(
         distinct_id=current_user.id,
         attributes={"tenant_id": current_user.tenant_id},  # what the RLS rules filter on
+        permissions={"ai": "can_query"},  # every signed-in user may ask the assistant
         instance=tenant.instance if tenant else None,
     )
 
@@ -128,7 +129,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/analytics")
     @login_required
-    @toucan.inject_token(permissions={"ai": "can_query"}, allow=lambda: True)
+    @toucan.inject_token
     def analytics() -> str:
         return render_template("analytics.html", account=current_user)
 

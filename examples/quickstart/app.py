@@ -53,6 +53,7 @@ def load_toucan_user() -> ToucanUser | None:
     return ToucanUser(
         distinct_id=current_user.id,
         attributes={"tenant_id": current_user.tenant_id},  # what your RLS rules filter on
+        permissions={"ai": "can_query"},  # the assistant answers only tokens carrying it
     )
 
 
@@ -78,8 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     @login_required
-    # The assistant answers only tokens carrying {"ai": "can_query"}.
-    @toucan.inject_token(permissions={"ai": "can_query"}, allow=lambda: True)
+    @toucan.inject_token  # the user's own token, as the loader describes them
     def analytics() -> str:
         return render_template("analytics.html")
 
