@@ -45,6 +45,7 @@ class Sizes:
     rollover_seconds: float = 16.0
     later_views: int = 40
     first_views: int = 60
+    chat_rounds: int = 12
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -61,6 +62,7 @@ class Sizes:
             rollover_seconds=5.0,
             later_views=5,
             first_views=4,
+            chat_rounds=2,
         )
 
 
@@ -78,6 +80,7 @@ class Results:
     tail: dict[str, dict[str, float]] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
     short_tokens: dict[str, int] = field(default_factory=dict)
+    own_chat: dict[str, dict[str, float]] = field(default_factory=dict)
     first_view: dict[str, dict[str, float]] = field(default_factory=dict)
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -599,9 +602,85 @@ def bench_rollover(results: Results, redis: RedisServer, bar: tqdm) -> None:
         bar.update(1)
 
 
+# -- 8. your own chat: a question to Toucan's MCP endpoint -----------------------------
+
+
+def _mcp_requests(fake: FakeToucan) -> int:
+    return sum(1 for r in fake.requests if r.path == "/api/mcp")
+
+
+def bench_own_chat(results: Results, bar: tqdm) -> None:
+    """A question to Toucan's assistant through ``toucan.ask`` against a hand-written
+    client (the MCP SDK with the token copied into a header), alternated, with the
+    latency injected into every request: requests, wall time and this thread's CPU."""
+    import anyio
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from flask_toucan import Toucan
+    from flask_toucan.mcp import http
+
+    user = ToucanUser("bench-chat", attributes={"tenant": "acme"})
+    samples: dict[str, dict[str, list[float]]] = {}
+
+    def record(name: str, seconds: float, cpu: float, requests_: int) -> None:
+        row = samples.setdefault(name, {"seconds": [], "cpu": [], "requests": []})
+        row["seconds"].append(seconds)
+        row["cpu"].append(cpu)
+        row["requests"].append(requests_)
+
+    with fake_toucan(results.latency) as fake:
+        app = Flask(__name__)
+        app.config.update(TOUCAN_API_KEY=API_KEY, TOUCAN_BASE_URL=fake.url)
+        toucan = Toucan(app)
+        with app.app_context():
+            token = toucan.get_token(user).value  # warm: the mint is not what is measured
+
+        def ours(label: str, thread_id: str | None) -> str | None:
+            before = _mcp_requests(fake)
+            started, cpu = time.perf_counter(), time.thread_time()
+            with app.app_context():
+                answer = toucan.ask("What sold best?", thread_id=thread_id, user=user)
+            record(label, time.perf_counter() - started, time.thread_time() - cpu,
+                   _mcp_requests(fake) - before)  # fmt: skip
+            return answer.thread_id
+
+        async def by_hand() -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with (
+                http.AsyncClient(headers=headers) as client,
+                streamable_http_client(fake.mcp_url, http_client=client) as streams,
+                ClientSession(streams[0], streams[1]) as session,
+            ):
+                await session.initialize()
+                await session.call_tool("ask_toucan_assistant", {"question": "What sold best?"})
+
+        def hand_written() -> None:
+            before = _mcp_requests(fake)
+            started, cpu = time.perf_counter(), time.thread_time()
+            anyio.run(by_hand)
+            record("hand-written (token copied into a header)",
+                   time.perf_counter() - started, time.thread_time() - cpu,
+                   _mcp_requests(fake) - before)  # fmt: skip
+
+        for _ in range(results.sizes.chat_rounds):
+            thread = ours("flask_toucan, first question", None)
+            hand_written()
+            ours("flask_toucan, follow-up (same user, thread id)", thread)
+    results.own_chat = {
+        name: {
+            "requests": statistics.median(row["requests"]),
+            "median_ms": statistics.median(row["seconds"]) * 1000,
+            "cpu_ms": statistics.median(row["cpu"]) * 1000,
+        }
+        for name, row in samples.items()
+    }
+    bar.update(1)
+
+
 def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
     results = Results(latency=latency, sizes=sizes)
-    steps = 12 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
+    steps = 13 + 3 * len(sizes.users) + 5 * len(sizes.stampede) + 1 + len(sizes.growth) + 2
     redis = RedisServer().start()
     try:
         with tqdm(total=steps, desc="benchmarks", unit="step") as bar:
@@ -615,6 +694,7 @@ def run_all(latency: float, sizes: Sizes, out: Path) -> Results:
             bench_growth(results, bar)
             bench_rollover(results, redis, bar)
             bench_signals(results, bar)
+            bench_own_chat(results, bar)
     finally:
         redis.stop()
     return results

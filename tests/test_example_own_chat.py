@@ -272,7 +272,7 @@ window.__seen = [];
 new MutationObserver(() => {
   const latest = document.getElementById("latest");
   if (!latest) return;
-  if (latest.querySelector(".progress li") && !window.__seen.includes("progress"))
+  if (latest.querySelector(".steps li.progress") && !window.__seen.includes("progress"))
     window.__seen.push("progress");
   const answer = latest.querySelector(".answer");
   if (answer && answer.textContent.trim() && !window.__seen.includes("answer"))

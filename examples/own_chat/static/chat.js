@@ -27,7 +27,7 @@ function newTurn(question) {
   const turn = element("article", "turn");
   turn.id = "latest";
   turn.append(element("p", "question", question));
-  const progress = element("ul", "progress");
+  const progress = element("ul", "steps");
   const answer = element("div", "answer");
   const results = element("div", "results");
   turn.append(progress, answer, results);
