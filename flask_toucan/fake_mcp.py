@@ -21,12 +21,19 @@ import uvicorn
 
 from .preview import decode_fake_token, stand_in_answer
 
+# Each major's server, typed against either (hence the ignores).
 try:  # 2.x
-    from mcp.server.mcpserver import Context, MCPServer
+    from mcp.server.mcpserver import (  # type: ignore[import-not-found, unused-ignore]
+        Context,
+        MCPServer,
+    )
 
     MAJOR = 2
 except ImportError:  # 1.x
-    from mcp.server.fastmcp import Context, FastMCP  # type: ignore[no-redef,attr-defined]
+    from mcp.server.fastmcp import (  # type: ignore[no-redef, attr-defined, unused-ignore]
+        Context,
+        FastMCP,
+    )
 
     MAJOR = 1
 
@@ -34,7 +41,11 @@ __all__ = ["MCP_PATH", "McpServer"]
 
 MCP_PATH = "/api/mcp"
 #: What the stand-in assistant reports while it works (as Toucan's does).
-PROGRESS = ((0.25, "reading the question"), (0.75, "querying the data"))
+PROGRESS = (
+    (0.2, "reading the question"),
+    (0.5, "querying the data"),
+    (0.8, "drawing the chart"),
+)
 
 
 def _claims(ctx: Any) -> dict[str, Any]:

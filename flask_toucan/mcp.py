@@ -84,9 +84,14 @@ try:
     from mcp.client.streamable_http import streamable_http_client
 
     if MCP_MAJOR >= 2:
-        from mcp.shared.exceptions import MCPError as McpError
+        # Each major's name for it; typed against either (hence the ignores).
+        from mcp.shared.exceptions import (  # type: ignore[attr-defined, unused-ignore]
+            MCPError as McpError,
+        )
     else:
-        from mcp.shared.exceptions import McpError  # type: ignore[attr-defined,no-redef]
+        from mcp.shared.exceptions import (  # type: ignore[attr-defined, no-redef, unused-ignore]
+            McpError,
+        )
     #: The HTTP library of the installed SDK: httpx2 (2.x) or httpx (1.x).
     http: Any = importlib.import_module("httpx2" if MCP_MAJOR >= 2 else "httpx")
 except ImportError as exc:  # pragma: no cover - exercised by the installation test

@@ -57,7 +57,7 @@ if [ "$quick" = 1 ]; then
     envs=py
     pytest_args=(-m "not infra" "${pytest_args[@]}")
 else
-    envs=py,mcp2,lint,type,docs,package,min
+    envs=py,mcp2,lint,type,type-mcp1,docs,package,min
 fi
 status=0
 .venv/bin/tox run -q -e "$envs" -- "${pytest_args[@]}" || status=$?

@@ -124,7 +124,7 @@ def test_against_fake_toucan_the_follow_up_continues_toucans_thread(
     # Toucan's progress notifications reached the stream, before the answer's text.
     for events in (first, second):
         progress = [e["text"] for e in events if e["event"] == "progress"]
-        assert progress == ["reading the question", "querying the data"]
+        assert progress == ["reading the question", "querying the data", "drawing the chart"]
         assert kinds(events).index("progress") < kinds(events).index("delta")
     # Toucan was asked with chen's own token only, and no token or key is in the stream.
     assert {decode_fake_token(t)["sub"] for t in fake.tokens_issued} == {"chen"}

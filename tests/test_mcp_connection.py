@@ -225,7 +225,11 @@ def test_ask_reports_progress_before_the_answer(
             user=USERS["alice"],
             on_progress=lambda p, total, message: seen.append((p, total, message)),
         )
-    assert seen == [(0.25, 1.0, "reading the question"), (0.75, 1.0, "querying the data")]
+    assert seen == [
+        (0.2, 1.0, "reading the question"),
+        (0.5, 1.0, "querying the data"),
+        (0.8, 1.0, "drawing the chart"),
+    ]
     assert "alice" in answer.text
 
 
@@ -246,7 +250,7 @@ def test_ask_async_takes_an_async_progress_callback(
             )
 
     answer = asyncio.run(ask())
-    assert seen == ["reading the question", "querying the data"]
+    assert seen == ["reading the question", "querying the data", "drawing the chart"]
     assert "carol" in answer.text
 
 
