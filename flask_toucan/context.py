@@ -46,6 +46,7 @@ from .variants import Variant
 
 if TYPE_CHECKING:
     from .service import TokenService
+    from .settings import Settings
 
 __all__ = [
     "SESSION_BINDING",
@@ -86,7 +87,7 @@ class ToucanState:
         self.warned_assistant = False  # debug mode: the ai permission, said once
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.service.settings
 
     @property

@@ -189,6 +189,25 @@ def _endpoint_checks(app: Flask, prefix: str) -> Iterator[Check]:
     if endpoint != "toucan.refresh_token":
         yield False, f"refresh endpoint: POST {path} reaches {endpoint}; check TOUCAN_URL_PREFIX"
         return
+    # Without the controller's header the endpoint refuses at once, in its own JSON (no
+    # user is loaded, nothing is minted). A before_request hook that answers first
+    # (Flask-WTF's CSRFProtect) would stop every refresh.
+    answer = app.test_client().post(path, headers={"Sec-Fetch-Site": "same-origin"})
+    body = answer.get_json(silent=True)
+    if not isinstance(body, dict) or body.get("error") != "refresh_header_missing":
+        hint = (
+            "with Flask-WTF's CSRFProtect, exempt it: csrf.exempt(flask_toucan.views.refresh_token)"
+            if "csrf" in app.extensions
+            else "a before_request hook of the app answers it; let it through"
+        )
+        yield (
+            False,
+            (
+                f"refresh endpoint: POST {path} is answered by something else (HTTP "
+                f"{answer.status_code}) before it runs, so pages stop renewing tokens; {hint}"
+            ),
+        )
+        return
     yield True, f"refresh endpoint: POST {path}, where toucan_script() points the controller"
 
 

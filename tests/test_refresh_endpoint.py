@@ -583,3 +583,26 @@ def test_a_streamed_variant_page_can_refresh(
     answer = refresh(client, json={"variant": reference})
     assert answer.status_code == 200, answer.json
     assert decode_fake_token(answer.json["token"])["role"] == "admin"
+
+
+def test_doctor_names_the_csrf_exemption_when_csrfprotect_refuses_the_endpoint(
+    config: dict[str, Any], fake: FakeToucan
+) -> None:
+    from flask_toucan import Toucan
+    from flask_toucan.doctor import run_checks
+    from flask_toucan.views import refresh_token
+
+    app = Flask(__name__)
+    app.config.update(config, TESTING=False, WTF_CSRF_ENABLED=True)
+    csrf = CSRFProtect(app)
+    Toucan(app).user_loader(lambda: None)
+    with app.app_context():
+        failed = [line for ok, line in run_checks(app) if not ok]
+    assert any(
+        "refresh endpoint" in line and "csrf.exempt(flask_toucan.views.refresh_token)" in line
+        for line in failed
+    ), failed
+    csrf.exempt(refresh_token)
+    with app.app_context():
+        lines = [line for ok, line in run_checks(app) if ok]
+    assert any(line.startswith("refresh endpoint: POST /toucan/token") for line in lines)
