@@ -56,15 +56,21 @@ def pydantic_ai_conversation(
 
     # The recipe of the guide, in one line:
     agent = Agent(FunctionModel(model), toolsets=[MCPToolset(conn.url, auth=conn.auth)])
-    answers: list[str] = []
-    history: list[ModelMessage] = []
-    for i, question in enumerate(questions):
-        if i:
-            between()
-        result = agent.run_sync(question, message_history=history)
-        history = result.all_messages()
-        answers.append(result.output)
-    return answers
+
+    async def run() -> list[str]:
+        # agent.run in asyncio.run, not run_sync: the event loop is closed when done
+        # (run_sync keeps one open for the thread).
+        answers: list[str] = []
+        history: list[ModelMessage] = []
+        for i, question in enumerate(questions):
+            if i:
+                between()
+            result = await agent.run(question, message_history=history)
+            history = result.all_messages()
+            answers.append(result.output)
+        return answers
+
+    return asyncio.run(run())
 
 
 def langchain_conversation(
