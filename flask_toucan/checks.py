@@ -212,7 +212,7 @@ def required_attributes(config: Mapping[str, Any], key: str) -> dict[str, tuple[
 def cache_config(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = config.get(key)
     if value is not None and not isinstance(value, Mapping):
-        raise fail(key, "must be a flask-caching config dict or None", value)
+        raise fail(key, "must be a dict in Flask-Caching's key names, or None", value)
     return value
 
 

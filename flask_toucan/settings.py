@@ -93,8 +93,8 @@ KEYS: tuple[Key, ...] = (
         "allow a plain http:// TOUCAN_BASE_URL that is not "
         "loopback (the API key would travel in clear)"),
     Key("TOUCAN_CACHE_CONFIG", None, checks.cache_config,
-        "a flask-caching config dict (default: in-process "
-        "SimpleCache); Toucan(app, cache=...) wins"),
+        "flask_toucan's own store, in Flask-Caching's key names, read by flask_toucan "
+        "(default: in process); Toucan(app, cache=...) wins"),
     Key("TOUCAN_CACHE_KEY_PREFIX", "toucan:", checks.prefix,
         "namespace of our keys in a shared cache"),
     Key("TOUCAN_URL_PREFIX", "/toucan", checks.url_prefix,

@@ -80,7 +80,7 @@ def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("TOUCAN_TIMEOUT", -1, "TOUCAN_TIMEOUT must be a positive"),
         ("TOUCAN_MAX_RETRIES", "2", "TOUCAN_MAX_RETRIES must be an integer"),
         ("TOUCAN_MIN_TOKEN_TTL", -5, "TOUCAN_MIN_TOKEN_TTL must be an integer >= 0"),
-        ("TOUCAN_CACHE_CONFIG", "redis://", "TOUCAN_CACHE_CONFIG must be a flask-caching"),
+        ("TOUCAN_CACHE_CONFIG", "redis://", "TOUCAN_CACHE_CONFIG must be a dict in Flask-Caching"),
         (
             "TOUCAN_CACHE_CONFIG",
             {"CACHE_TYPE": "NoSuchCache"},
