@@ -403,10 +403,7 @@ def _redis_sentinel(config: Mapping[str, Any]) -> Store:
 
 def _redis_cluster(config: Mapping[str, Any]) -> Store:
     cluster: Any = importlib.import_module("redis.cluster")  # partly untyped
-    options = _options(config, _FAST_FAIL)
-    password = config.get("CACHE_REDIS_PASSWORD")
-    if password:
-        options["password"] = password
+    options = _cluster_options(config)
     url = config.get("CACHE_REDIS_URL")
     if url:
         client = cluster.RedisCluster.from_url(url, **options)
@@ -424,6 +421,14 @@ def _redis_cluster(config: Mapping[str, Any]) -> Store:
         options.setdefault("skip_full_coverage_check", True)
         client = cluster.RedisCluster(startup_nodes=nodes, **options)
     return RedisStore(client, config.get("CACHE_KEY_PREFIX") or "")
+
+
+def _cluster_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    options = _options(config, _FAST_FAIL)
+    password = config.get("CACHE_REDIS_PASSWORD")
+    if password:
+        options["password"] = password
+    return options
 
 
 def _memcached(config: Mapping[str, Any]) -> Store:
