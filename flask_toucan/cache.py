@@ -186,13 +186,7 @@ class RedisStore(BaseStore):
         self.prefix = prefix
 
     def get(self, key: str) -> str | None:
-        value = self.client.get(self.prefix + key)
-        if not isinstance(value, bytes):
-            return None
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return None
+        return _text(self.client.get(self.prefix + key))
 
     def set(self, key: str, value: Any, timeout: int) -> bool:
         if not isinstance(value, str):
@@ -215,6 +209,19 @@ class RedisStore(BaseStore):
 
     def __repr__(self) -> str:
         return "<RedisStore>"  # the client's repr may carry a password
+
+
+def _text(value: object) -> str | None:
+    """A value read from a shared store as our JSON text, or None for anything else
+    (bytes that are not UTF-8, a number, what a refused unpickler left)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, bytes):
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _glob_escape(text: str) -> str:
@@ -257,13 +264,7 @@ class MemcachedStore(BaseStore):
         self.prefix = prefix
 
     def get(self, key: str) -> str | None:
-        value = self.client.get(self.prefix + key)
-        if isinstance(value, bytes):
-            try:
-                return value.decode()
-            except UnicodeDecodeError:
-                return None
-        return value if isinstance(value, str) else None
+        return _text(self.client.get(self.prefix + key))
 
     def set(self, key: str, value: Any, timeout: int) -> bool:
         return bool(self.client.set(self.prefix + key, value, time=max(1, timeout)))
@@ -365,10 +366,7 @@ def _options(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str
 
 def _redis(config: Mapping[str, Any]) -> Store:
     redis: Any = importlib.import_module("redis")
-    options = _options(config, _FAST_FAIL)
-    password = config.get("CACHE_REDIS_PASSWORD")
-    if password:
-        options["password"] = password
+    options = _client_options(config)
     url = config.get("CACHE_REDIS_URL")
     if url:
         client = redis.Redis.from_url(url, **options)
@@ -403,7 +401,7 @@ def _redis_sentinel(config: Mapping[str, Any]) -> Store:
 
 def _redis_cluster(config: Mapping[str, Any]) -> Store:
     cluster: Any = importlib.import_module("redis.cluster")  # partly untyped
-    options = _cluster_options(config)
+    options = _client_options(config)
     url = config.get("CACHE_REDIS_URL")
     if url:
         client = cluster.RedisCluster.from_url(url, **options)
@@ -423,7 +421,8 @@ def _redis_cluster(config: Mapping[str, Any]) -> Store:
     return RedisStore(client, config.get("CACHE_KEY_PREFIX") or "")
 
 
-def _cluster_options(config: Mapping[str, Any]) -> dict[str, Any]:
+def _client_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain or cluster redis-py client's options: fail fast, CACHE_OPTIONS, password."""
     options = _options(config, _FAST_FAIL)
     password = config.get("CACHE_REDIS_PASSWORD")
     if password:

@@ -21,6 +21,7 @@ from flask.cli import AppGroup, ScriptInfo
 
 from .cache import in_process, list_keys
 from .checks import redact_text
+from .context import NOT_SET_UP
 from .errors import InvalidToucanUser, ToucanError
 from .identity import ToucanUser
 from .service import TokenService
@@ -30,25 +31,24 @@ __all__ = ["NOT_SET_UP", "toucan_cli"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: What every command says on an app that has no flask_toucan.
-NOT_SET_UP = "flask_toucan is not set up on this app (call Toucan(app) or toucan.init_app(app))"
 
 toucan_cli = AppGroup(
     "toucan", help="Toucan AI embedding: configuration, connection checks, cache, a fake Toucan."
 )
 
 
-def _load_app() -> Flask:
+def _load_app(*, checks: bool = False) -> Flask:
     """The app, loaded as ``flask`` would; a flask_toucan error that loading it raised
-    (a configuration mistake) is reported as a ✗ line and exit 1, not a traceback."""
+    (a configuration mistake) is reported as a ✗ line and exit 1, not a traceback.
+    ``checks``: doctor's way, every line a check on standard output."""
     ctx = click.get_current_context()
     try:
         app = ctx.ensure_object(ScriptInfo).load_app()
     except ToucanError as exc:
-        click.echo(f"✗ configuration: {exc}", err=True)
+        click.echo(f"✗ configuration: {exc}", err=not checks)
         raise SystemExit(1) from None
     if "toucan" not in app.extensions:
-        click.echo(NOT_SET_UP, err=True)
+        click.echo(f"✗ {NOT_SET_UP}" if checks else NOT_SET_UP, err=not checks)
         raise SystemExit(1)
     return app
 
@@ -173,16 +173,7 @@ def doctor() -> None:
     """Check configuration, network, key, clock, cache and refresh endpoint; exit 1 on any ✗."""
     from .doctor import run_checks
 
-    ctx = click.get_current_context()
-    try:
-        app = ctx.ensure_object(ScriptInfo).load_app()
-    except ToucanError as exc:
-        # Loading the app raised: the configuration is what doctor is for.
-        click.echo(f"✗ configuration: {exc}")
-        raise SystemExit(1) from None
-    if "toucan" not in app.extensions:
-        click.echo(f"✗ {NOT_SET_UP}")
-        raise SystemExit(1)
+    app = _load_app(checks=True)  # a configuration error is what doctor is for: a ✗ line
     failed = False
     with app.app_context():
         for ok, line in run_checks(app):

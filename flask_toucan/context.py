@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = [
+    "NOT_SET_UP",
     "SESSION_BINDING",
     "ToucanState",
     "after_request",
@@ -67,6 +68,9 @@ R = TypeVar("R")
 UserLoader = Callable[[], "ToucanUser | Mapping[str, Any] | None"]
 
 _MISSING: Any = object()
+
+#: What is said where flask_toucan is asked for on an app it was not set up on.
+NOT_SET_UP = "flask_toucan is not set up on this app (call Toucan(app) or toucan.init_app(app))"
 
 #: The session key holding the random value variant references are bound to.
 SESSION_BINDING = "_toucan_binding"
@@ -108,9 +112,7 @@ def get_state() -> ToucanState:
         )
     state = current_app.extensions.get("toucan")
     if not isinstance(state, ToucanState):
-        raise RuntimeError(
-            "flask_toucan is not set up on this app (call Toucan(app) or toucan.init_app(app))"
-        )
+        raise RuntimeError(NOT_SET_UP)
     return state
 
 
@@ -231,10 +233,10 @@ def get_token(state: ToucanState, user: ToucanUser | None, force: bool) -> Embed
     if user is None:
         user = require_user()
     mark_private()
-    held = g.get("_toucan_token")
+    held: tuple[ToucanUser, EmbedToken] | None = g.get("_toucan_token")
     if held is not None and not force and "_toucan_variant" not in g and held[0] == user:
         state.service.served(user, "request")
-        return held[1]  # type: ignore[no-any-return]
+        return held[1]
     return state.service.get(user, force=force)[0]
 
 

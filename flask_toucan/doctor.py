@@ -45,7 +45,7 @@ def run_checks(app: Flask) -> Iterator[Check]:
     state: TokenService = app.extensions["toucan"].service
     s = state.settings
     yield True, "configuration accepted" + (" (preview mode)" if s.preview else "")
-    if state.has_user_loader():
+    if app.extensions["toucan"].user_loader is not None:
         yield True, "a @toucan.user_loader is registered"
     else:
         yield (

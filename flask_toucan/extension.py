@@ -105,7 +105,6 @@ class Toucan:
             raise ToucanConfigError(
                 f"service_options: {exc}; see TokenService in the API reference"
             ) from None
-        service.has_user_loader = lambda: self.loader is not None
         app.extensions["toucan"] = ToucanState(self, service)
         install(app, settings)
         app.after_request(context.after_request)

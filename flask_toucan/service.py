@@ -138,8 +138,6 @@ class TokenService:
         self.instances: dict[str | None, Instance] = {None: settings.default_instance}
         self.instances.update(settings.instances)
         self._store: TokenStore | None = None
-        #: Whether the app registered a user loader (the facade says; `doctor` asks).
-        self.has_user_loader: Callable[[], bool] = lambda: True
         self._process_key = secrets.token_bytes(32)  # signals' identity key without SECRET_KEY
         self._per_process()
         _SERVICES.add(self)
@@ -282,12 +280,7 @@ class TokenService:
                     "check TOUCAN_MCP_URL and that the endpoint belongs to the token's instance",
                     upstream_status=401,
                 )
-            if len(self._reminted) >= MAX_FAILURES:
-                for old in [k for k, t in self._reminted.items() if current - t >= REMINT_WINDOW]:
-                    del self._reminted[old]
-                if len(self._reminted) >= MAX_FAILURES:
-                    self._reminted.pop(next(iter(self._reminted)))
-            self._reminted[key] = current
+            _put_bounded(self._reminted, key, current, lambda t: current - t >= REMINT_WINDOW)
         token, source = self._get(key, user, minter, True)
         self.served(user, source)
         return token
@@ -380,13 +373,8 @@ class TokenService:
         if isinstance(exc, ToucanRateLimited) and exc.upstream_retry_after:
             backoff = min(max(backoff, exc.upstream_retry_after), MAX_FAILURE_BACKOFF)
         with self._guard:
-            if len(self._failures) >= MAX_FAILURES:
-                current = now()
-                for old in [k for k, (until, _) in self._failures.items() if until <= current]:
-                    del self._failures[old]
-                while len(self._failures) >= MAX_FAILURES:
-                    del self._failures[next(iter(self._failures))]
-            self._failures[key] = (now() + backoff, exc)
+            current = now()
+            _put_bounded(self._failures, key, (current + backoff, exc), lambda v: v[0] <= current)
         exc.retry_in = backoff
 
     def _mint_once(
@@ -577,6 +565,19 @@ class TokenService:
 
     def __repr__(self) -> str:
         return f"TokenService(preview={self.settings.preview}, instances={len(self.instances)})"
+
+
+def _put_bounded(
+    entries: dict[str, Any], key: str, value: Any, expired: Callable[[Any], bool]
+) -> None:
+    """``entries[key] = value``, keeping at most :data:`MAX_FAILURES` identities: when
+    full, the expired entries go first, then the oldest (the caller holds the lock)."""
+    if len(entries) >= MAX_FAILURES:
+        for old in [k for k, v in entries.items() if expired(v)]:
+            del entries[old]
+        while len(entries) >= MAX_FAILURES:
+            del entries[next(iter(entries))]
+    entries[key] = value
 
 
 def _issued_after(token: EmbedToken, moment: float) -> bool:

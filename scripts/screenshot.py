@@ -20,6 +20,17 @@ sys.path.insert(0, str(ROOT))
 
 from examples.demo.app import create_app  # noqa: E402
 
+#: How the screenshots' Chromium is started (no sandbox as root, no network of its own).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def chromium() -> str:
+    """Debian's chromium, or TOUCAN_TEST_CHROMIUM; exits saying what to install."""
+    path = os.environ.get("TOUCAN_TEST_CHROMIUM") or shutil.which("chromium")
+    if path is None:
+        sys.exit("needs Debian's chromium (apt-get install chromium) or TOUCAN_TEST_CHROMIUM")
+    return path
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -27,19 +38,14 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "_static" / "demo.png")
     args = parser.parse_args()
-    chromium = os.environ.get("TOUCAN_TEST_CHROMIUM") or shutil.which("chromium")
-    if chromium is None:
-        sys.exit("needs Debian's chromium (apt-get install chromium) or TOUCAN_TEST_CHROMIUM")
+    executable = chromium()
     os.environ.pop("TOUCAN_API_KEY", None)  # preview mode
     server = make_server("127.0.0.1", 0, create_app(), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=chromium,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             page.goto(url)
             page.wait_for_function("window.toucanPreview && window.toucanPreview.tokens.length")

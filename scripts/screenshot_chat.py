@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -20,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flask_toucan.testing import FakeToucan  # noqa: E402
+from scripts.screenshot import CHROMIUM_ARGS, chromium  # noqa: E402
 
 
 def main() -> int:
@@ -28,9 +28,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1100)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "_static" / "own-chat.png")
     args = parser.parse_args()
-    chromium = os.environ.get("TOUCAN_TEST_CHROMIUM") or shutil.which("chromium")
-    if chromium is None:
-        sys.exit("needs Debian's chromium (apt-get install chromium) or TOUCAN_TEST_CHROMIUM")
+    executable = chromium()
     os.environ.pop("CHAT_MODEL", None)  # the offline model
     with FakeToucan(api_key="fake-key") as fake:
         os.environ["TOUCAN_API_KEY"] = "fake-key"
@@ -42,10 +40,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{server.server_port}"
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path=chromium,
-                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-                )
+                browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": args.width, "height": args.height})
                 page.goto(url + "/sign-in")
                 page.click("#as-alice")

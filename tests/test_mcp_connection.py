@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_toucan import Toucan, ToucanAuthError, ToucanUserRequired
+from flask_toucan import ToucanAuthError, ToucanUserRequired
 from flask_toucan.mcp import MCP_MAJOR
 from flask_toucan.testing import FakeToucan, decode_fake_token
 
 from .conftest import API_KEY, USERS
+from .test_mcp import bearer_of, toucan_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,15 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 HTTP_LIBRARIES = [
     name for name in ("httpx", "httpx2") if importlib.util.find_spec(name) is not None
 ]
-
-
-def toucan_of(app: Flask) -> Toucan:
-    toucan: Toucan = app.extensions["test_toucan"]
-    return toucan
-
-
-def bearer_of(request: Any) -> str:
-    return str(request.headers.get("Authorization", "")).partition(" ")[2]
 
 
 def _subject(token: str) -> str:

@@ -327,27 +327,25 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def _next(events: queue.Queue[Any]) -> Any:
+    """The turn's next event, its :class:`Outcome`, or a timeout message as the outcome."""
+    try:
+        return events.get(timeout=TURN_DEADLINE)
+    except queue.Empty:
+        return Outcome(error="The assistant took too long to answer.")
+
+
 def _wait(events: queue.Queue[Any]) -> Outcome:
-    """The turn's outcome (its events dropped), or a timeout message."""
-    while True:
-        try:
-            item = events.get(timeout=TURN_DEADLINE)
-        except queue.Empty:
-            return Outcome(error="The assistant took too long to answer.")
-        if isinstance(item, Outcome):
-            return item
+    """The turn's outcome (its events dropped)."""
+    while not isinstance(item := _next(events), Outcome):
+        pass
+    return item
 
 
 def _stream(question: str, events: queue.Queue[Any]) -> Iterator[str]:
     """The turn as newline-delimited JSON events: status, progress and text deltas as
     they come, then ``done`` (the sanitized answer and its charts) or ``error``."""
-    while True:
-        try:
-            item = events.get(timeout=TURN_DEADLINE)
-        except queue.Empty:
-            item = Outcome(error="The assistant took too long to answer.")
-        if isinstance(item, Outcome):
-            break
+    while not isinstance(item := _next(events), Outcome):
         yield json.dumps(item) + "\n"
     turn = finish(question, item)
     if "error" in turn:
